@@ -1,0 +1,99 @@
+/* The backend interface: the few primitives one GD step needs, as a table of
+ * function pointers plus a context.  The driver (sim.c) and everything else
+ * backend-independent calls BLAS or CUDA only through this table.
+ *
+ * Buffers are opaque device pointers ("device" is host memory for the CPU)
+ * holding the backend's precision (double for fp64, float for fp32).
+ * Matrix layouts, all column-major:
+ *   Xc: n×d (ld n)   W, G: d×S (ld d)   U, Q: n×S (ld n)
+ *   stats blocks: BN_ST_COUNT×S, field-major (see bn_math.h) */
+#ifndef BN_BACKEND_H
+#define BN_BACKEND_H
+
+#include "internal.h"
+#include "bn_math.h"
+
+typedef struct bn_backend bn_backend;
+
+/* Everything one run of steps touches; built once by the driver. */
+typedef struct {
+    int64_t n, d, S;
+    int logistic;
+    const void *Xc, *y;          /* n×d, n                                    */
+    const void *uhat, *ehat;     /* n (Xc w_ref/‖Xc w_ref‖), d (w_ref/‖w_ref‖); zeros=none */
+    const void *eta_w, *eta_gamma; /* S each                                  */
+    void *W, *gamma;             /* state: d×S, S                            */
+    void *U, *Q, *G;             /* work: n×S, n×S, d×S                      */
+    void *stats_ring;            /* ring_slots blocks of BN_ST_COUNT×S        */
+    int64_t ring_slots;
+    void *stats_scratch;         /* one block, for steps not recorded         */
+    int64_t *diverged_step;      /* device, S entries, -1 = finite so far     */
+    int64_t steps, every;        /* T and K of the run                        */
+} bn_step_plan;
+
+typedef struct bn_backend_ops {
+    const char *name;
+    void (*destroy)(bn_backend *be);
+    bn_status (*alloc)(bn_backend *be, size_t bytes, void **ptr);
+    void (*dealloc)(bn_backend *be, void *ptr);
+    bn_status (*upload)(bn_backend *be, void *dst, const void *src, size_t bytes);
+    bn_status (*download)(bn_backend *be, void *dst, const void *src, size_t bytes);
+    bn_status (*synchronize)(bn_backend *be);
+
+    /* U = Xc·W.  Xc: n×d, W: d×S, U: n×S. */
+    bn_status (*product_xw)(bn_backend *be, int64_t n, int64_t d, int64_t S,
+                            const void *Xc, const void *W, void *U);
+    /* G = Xcᵀ·Q.  Xc: n×d, Q: n×S, G: d×S. */
+    bn_status (*product_xtq)(bn_backend *be, int64_t n, int64_t d, int64_t S,
+                             const void *Xc, const void *Q, void *G);
+    /* Per column j: bn_forward_column on U[:,j] → Q[:,j], stats[:,j]. */
+    bn_status (*forward_columns)(bn_backend *be, int64_t n, int64_t S, const void *U,
+                                 const void *y, const void *uhat, const void *gamma,
+                                 int logistic, void *Q, void *stats);
+    /* Per column j: bn_update_column on W[:,j], G[:,j]; marks diverged_step[j] = step
+     * the first time column j is not finite. */
+    bn_status (*update_columns)(bn_backend *be, int64_t d, int64_t S, void *W, const void *G,
+                                const void *ehat, const void *eta_w, const void *eta_gamma,
+                                void *gamma, int update, void *stats, int64_t step,
+                                int64_t *diverged_step);
+
+    /* Optional (NULL = the generic loop in step.c): run steps t0..t1-1 of the
+     * plan, writing the stats of recorded step t into ring slot
+     * bn_record_slot(t) - slot0.  A backend fills this to fuse or capture steps. */
+    bn_status (*run_steps)(bn_backend *be, const bn_step_plan *plan, int64_t t0, int64_t t1,
+                           int64_t slot0);
+} bn_backend_ops;
+
+struct bn_backend {
+    const bn_backend_ops *ops;
+    bn_backend_kind kind;
+    bn_precision precision;
+    int threads;
+    int device;
+    void *ctx;
+    char desc[256];
+};
+
+static inline size_t bn_real_size(bn_precision p) { return p == BN_FP32 ? sizeof(float) : sizeof(double); }
+
+/* backend_registry.c: the one place that knows which backends were compiled in. */
+bn_status bn_backend_open(bn_backend_kind kind, bn_precision prec, int threads, int device,
+                          bn_backend **out);
+void bn_backend_close(bn_backend *be);
+
+/* Constructors of the compiled-in backends. */
+bn_status bn_cpu_backend_open(bn_precision prec, int threads, bn_backend **out);
+#ifdef BN_HAVE_CUDA
+bn_status bn_cuda_backend_open(bn_precision prec, int device, bn_backend **out);
+int bn_cuda_device_count(void);
+bn_status bn_cuda_describe(char *buf, size_t len);
+#endif
+
+/* step.c: which record slot step t fills, or -1 when t is not recorded. */
+int64_t bn_record_slot(int64_t t, int64_t steps, int64_t every);
+int64_t bn_record_count(int64_t steps, int64_t every);
+/* The generic step loop over the primitive ops (t0 ≤ t < t1). */
+bn_status bn_run_steps_generic(bn_backend *be, const bn_step_plan *plan, int64_t t0,
+                               int64_t t1, int64_t slot0);
+
+#endif

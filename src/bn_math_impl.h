@@ -1,0 +1,109 @@
+/* Template body of bn_math.h: included with REAL = double and REAL = float.
+ * No include guard on purpose. */
+
+/* ℓ(z, y).  Logistic uses softplus(-yz) in the form that never overflows. */
+BN_HD static inline REAL BN_SFX(bn_loss_value)(int logistic, REAL z, REAL y)
+{
+    if (!logistic) {
+        REAL e = z - y;
+        return (REAL)0.5 * e * e;
+    }
+    REAL t = -y * z;
+    return (t > 0 ? t : (REAL)0) + R_LOG1P(R_EXP(-R_FABS(t)));
+}
+
+/* σ(t) without overflow for either sign of t. */
+BN_HD static inline REAL BN_SFX(bn_sigmoid)(REAL t)
+{
+    if (t >= 0) return (REAL)1 / ((REAL)1 + R_EXP(-t));
+    REAL e = R_EXP(t);
+    return e / ((REAL)1 + e);
+}
+
+/* ℓ'(z, y) = ∂ℓ/∂z. */
+BN_HD static inline REAL BN_SFX(bn_loss_d1)(int logistic, REAL z, REAL y)
+{
+    if (!logistic) return z - y;
+    return -y * BN_SFX(bn_sigmoid)(-y * z);
+}
+
+/* ℓ''(z, y) = ∂²ℓ/∂z². */
+BN_HD static inline REAL BN_SFX(bn_loss_d2)(int logistic, REAL z, REAL y)
+{
+    if (!logistic) return (REAL)1;
+    REAL p = BN_SFX(bn_sigmoid)(y * z);
+    return p * ((REAL)1 - p);
+}
+
+/* One entry of q = (γ/s)(r - c·u), the vector whose product with Xcᵀ is ∇_w L. */
+BN_HD static inline REAL BN_SFX(bn_grad_q_elem)(REAL gamma_over_s, REAL r, REAL c, REAL u)
+{
+    return gamma_over_s * (r - c * u);
+}
+
+/* Forward pass of one trajectory (one column), after u = Xc w:
+ *   u: n, y: n, uhat: n (Xc w_ref/‖Xc w_ref‖, or all zeros),
+ *   q_out: n, receives (γ/s)(r - c·u);  stats: column j of the stats block.
+ * Three passes over n: s needs ‖u‖ before z, and c needs uᵀr before q. */
+BN_HD static inline void BN_SFX(bn_forward_column)(int64_t n, const REAL *u, const REAL *y,
+                                                   const REAL *uhat, REAL gamma, int logistic,
+                                                   REAL *q_out, REAL *stats, int64_t S)
+{
+    REAL ss = 0, a = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ss += u[i] * u[i];
+        a += u[i] * uhat[i];
+    }
+    REAL rn = (REAL)n;
+    REAL s = R_SQRT(ss / rn);
+    REAL g_s = gamma / s;
+    REAL loss = 0, dot = 0, bres = 0;
+    for (int64_t i = 0; i < n; i++) {
+        REAL z = g_s * u[i];
+        loss += BN_SFX(bn_loss_value)(logistic, z, y[i]);
+        REAL r = BN_SFX(bn_loss_d1)(logistic, z, y[i]) / rn;
+        dot += u[i] * r;
+        q_out[i] = r;
+        REAL e = u[i] - a * uhat[i];
+        bres += e * e;
+    }
+    REAL c = dot / (rn * s * s);
+    for (int64_t i = 0; i < n; i++) q_out[i] = BN_SFX(bn_grad_q_elem)(g_s, q_out[i], c, u[i]);
+    REAL sqrt_n = R_SQRT(rn);
+    stats[BN_ST_LOSS * S] = loss / rn;
+    stats[BN_ST_GAMMA * S] = gamma;
+    stats[BN_ST_SNORM * S] = s;
+    stats[BN_ST_GGAMMA * S] = dot / s;
+    stats[BN_ST_ALPHA_S * S] = a / sqrt_n;
+    stats[BN_ST_BETA_S * S] = R_SQRT(bres) / sqrt_n;
+}
+
+/* The GD update of one trajectory, after g = Xcᵀ q = ∇_w L:
+ *   w: d (updated in place when update != 0), g: d, ehat: d (unit or zeros),
+ *   gamma: the column's γ (updated in place), stats: column j of the stats block.
+ * Returns 1 when state t is not finite (the caller marks divergence at t). */
+BN_HD static inline int BN_SFX(bn_update_column)(int64_t d, REAL *w, const REAL *g,
+                                                 const REAL *ehat, REAL eta_w, REAL eta_gamma,
+                                                 REAL *gamma, int update, REAL *stats, int64_t S)
+{
+    REAL ww = 0, a = 0, gg = 0;
+    for (int64_t i = 0; i < d; i++) {
+        ww += w[i] * w[i];
+        a += w[i] * ehat[i];
+        gg += g[i] * g[i];
+    }
+    REAL bb = 0;
+    for (int64_t i = 0; i < d; i++) {
+        REAL e = w[i] - a * ehat[i];
+        bb += e * e;
+        if (update) w[i] -= eta_w * g[i];
+    }
+    stats[BN_ST_WNORM * S] = R_SQRT(ww);
+    stats[BN_ST_ALPHA * S] = a;
+    stats[BN_ST_BETA * S] = R_SQRT(bb);
+    stats[BN_ST_GNORM * S] = R_SQRT(gg);
+    REAL gamma_t = *gamma;
+    if (update) *gamma = gamma_t - eta_gamma * stats[BN_ST_GGAMMA * S];
+    /* Judge state t only: a non-finite w_{t+1} shows up in step t+1's loss. */
+    return !(isfinite(stats[BN_ST_LOSS * S]) && isfinite(gamma_t) && isfinite(ww) && isfinite(gg));
+}

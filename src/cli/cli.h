@@ -1,0 +1,48 @@
+/* Pieces of the command-line tool shared across its files. */
+#ifndef BN_CLI_H
+#define BN_CLI_H
+
+#include "bnspike.h"
+
+#include <stdio.h>
+
+/* Exit codes: usage errors differ from failures of a well-formed request. */
+enum { EXIT_RUN_FAILED = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
+
+/* Prints "bnspike: <context>: <detail>" for a library failure; returns EXIT_RUN_FAILED. */
+int cli_report(const char *context, bn_status st);
+/* Prints "bnspike: <message>" plus a hint to --help; returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+int cli_parse_i64(const char *opt, const char *s, int64_t lo, int64_t *out);
+int cli_parse_double(const char *opt, const char *s, double *out);
+
+/* A run request after option parsing: what the library needs plus where to write. */
+typedef struct {
+    bn_run_config cfg;
+    const char *out_dir;
+    const char *data_desc; /* how the data was given, for run.json */
+    int quiet;
+    int argc;
+    char **argv;
+} cli_run;
+
+/* Progress line on stderr: a bar when stderr is a terminal, plain lines otherwise. */
+typedef struct {
+    int enabled, tty;
+    double t_start, t_last;
+    int64_t seeds;
+} cli_progress;
+void cli_progress_init(cli_progress *p, int quiet, int64_t seeds);
+int cli_progress_cb(void *user, int64_t step, int64_t steps);
+void cli_progress_done(cli_progress *p);
+
+/* Writes trajectories.npz and run.json into out_dir (created if needed) atomically. */
+int cli_write_outputs(const cli_run *run, const bn_dataset *ds, const bn_sim *sim);
+
+int cmd_run(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+int cmd_backends(int argc, char **argv);
+
+#endif

@@ -1,0 +1,80 @@
+/* Template body of the CPU backend's precision-specific ops: included by
+ * cpu_backend.c with REAL = double (fp64) and REAL = float (fp32).
+ * CBLAS_GEMM names cblas_dgemm or cblas_sgemm.  No include guard on purpose. */
+
+/* U = Xc·W.  Xc: n×d col-major, W: d×S col-major, U: n×S col-major. */
+static bn_status BN_SFX(cpu_product_xw)(bn_backend *be, int64_t n, int64_t d, int64_t S,
+                                        const void *Xc, const void *W, void *U)
+{
+    (void)be;
+    CBLAS_GEMM(CblasColMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)S, (blasint)d,
+               (REAL)1, (const REAL *)Xc, (blasint)n, (const REAL *)W, (blasint)d, (REAL)0,
+               (REAL *)U, (blasint)n);
+    return BN_OK;
+}
+
+/* G = Xcᵀ·Q.  Xc: n×d col-major, Q: n×S col-major, G: d×S col-major. */
+static bn_status BN_SFX(cpu_product_xtq)(bn_backend *be, int64_t n, int64_t d, int64_t S,
+                                         const void *Xc, const void *Q, void *G)
+{
+    (void)be;
+    CBLAS_GEMM(CblasColMajor, CblasTrans, CblasNoTrans, (blasint)d, (blasint)S, (blasint)n,
+               (REAL)1, (const REAL *)Xc, (blasint)n, (const REAL *)Q, (blasint)n, (REAL)0,
+               (REAL *)G, (blasint)d);
+    return BN_OK;
+}
+
+/* U, Q: n×S col-major; y, uhat: n; gamma: S; stats: BN_ST_COUNT×S field-major.
+ * Columns are independent, and each is summed serially, so the result does not
+ * depend on the thread count. */
+static bn_status BN_SFX(cpu_forward_columns)(bn_backend *be, int64_t n, int64_t S,
+                                             const void *U, const void *y, const void *uhat,
+                                             const void *gamma, int logistic, void *Q,
+                                             void *stats)
+{
+    const REAL *u = (const REAL *)U;
+    const REAL *g = (const REAL *)gamma;
+    REAL *q = (REAL *)Q;
+    REAL *st = (REAL *)stats;
+#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && (n * S) > 4096)
+    for (int64_t j = 0; j < S; j++)
+        BN_SFX(bn_forward_column)(n, u + j * n, (const REAL *)y, (const REAL *)uhat, g[j],
+                                  logistic, q + j * n, st + j, S);
+    return BN_OK;
+}
+
+/* W, G: d×S col-major; ehat: d; eta_w, eta_gamma, gamma: S; diverged_step: S. */
+static bn_status BN_SFX(cpu_update_columns)(bn_backend *be, int64_t d, int64_t S, void *W,
+                                            const void *G, const void *ehat, const void *eta_w,
+                                            const void *eta_gamma, void *gamma, int update,
+                                            void *stats, int64_t step, int64_t *diverged_step)
+{
+    REAL *w = (REAL *)W;
+    const REAL *g = (const REAL *)G;
+    const REAL *ew = (const REAL *)eta_w;
+    const REAL *eg = (const REAL *)eta_gamma;
+    REAL *gam = (REAL *)gamma;
+    REAL *st = (REAL *)stats;
+#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && (d * S) > 4096)
+    for (int64_t j = 0; j < S; j++) {
+        int bad = BN_SFX(bn_update_column)(d, w + j * d, g + j * d, (const REAL *)ehat, ew[j],
+                                           eg[j], gam + j, update, st + j, S);
+        if (bad && diverged_step[j] < 0) diverged_step[j] = step;
+    }
+    return BN_OK;
+}
+
+static const bn_backend_ops BN_SFX(cpu_ops) = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .dealloc = cpu_dealloc,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .synchronize = cpu_synchronize,
+    .product_xw = BN_SFX(cpu_product_xw),
+    .product_xtq = BN_SFX(cpu_product_xtq),
+    .forward_columns = BN_SFX(cpu_forward_columns),
+    .update_columns = BN_SFX(cpu_update_columns),
+    .run_steps = NULL,
+};

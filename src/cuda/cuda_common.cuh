@@ -1,0 +1,127 @@
+/* Shared by the CUDA backend's translation units: the C headers of the
+ * library (with C linkage), the checking macros, and the per-precision
+ * adapters over bn_math.h.
+ *
+ * Every cuda* / cublas* call goes through BN_CU / BN_CUBLAS (or their _ST
+ * expression forms): on failure they record file, line, the call text and
+ * CUDA's error string with bn_fail(BN_ERR_BACKEND, ...) and return that
+ * status.  Nothing here ever exits the process. */
+#ifndef BN_CUDA_COMMON_CUH
+#define BN_CUDA_COMMON_CUH
+
+/* The C++ forms of these headers must come first: backend.h includes them again
+ * inside the extern "C" block below, where the include guards make that a no-op. */
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "backend.h"
+}
+
+/* Status of one CUDA runtime / cuBLAS call: BN_OK, or the failure recorded
+ * with bn_fail (file, line, the call's text, CUDA's error string).  An
+ * allocation failure is BN_ERR_NOMEM, everything else BN_ERR_BACKEND. */
+static inline bn_status bn_cu_status(cudaError_t e, const char *file, int line, const char *call)
+{
+    if (e == cudaSuccess) return BN_OK;
+    (void)cudaGetLastError(); /* clear a non-sticky error so later calls can run */
+    return bn_fail(e == cudaErrorMemoryAllocation ? BN_ERR_NOMEM : BN_ERR_BACKEND,
+                   "%s:%d: %s failed: %s (%s)", file, line, call, cudaGetErrorString(e),
+                   cudaGetErrorName(e));
+}
+
+static inline bn_status bn_cublas_status(cublasStatus_t s, const char *file, int line, const char *call)
+{
+    if (s == CUBLAS_STATUS_SUCCESS) return BN_OK;
+    return bn_fail(BN_ERR_BACKEND, "%s:%d: %s failed: %s (cuBLAS status %d)", file, line, call,
+                   cublasGetStatusString(s), (int)s);
+}
+
+/* As expressions (for code that must clean up before returning) ... */
+#define BN_CU_ST(call) bn_cu_status((call), __FILE__, __LINE__, #call)
+#define BN_CUBLAS_ST(call) bn_cublas_status((call), __FILE__, __LINE__, #call)
+/* ... and as statements that return the failure from the enclosing function. */
+#define BN_CU(call) BN_TRY(BN_CU_ST(call))
+#define BN_CUBLAS(call) BN_TRY(BN_CUBLAS_ST(call))
+
+/* The record schedule of step.c (bn_record_slot), callable on the device so a
+ * captured step graph can find its stats block by itself.  It must stay equal
+ * to bn_record_slot; tests/test_cuda.c checks that through
+ * bn_cuda_record_slot_host(). */
+__host__ __device__ static inline int64_t bn_cuda_record_slot(int64_t t, int64_t steps, int64_t every)
+{
+    if (t % every == 0) return t / every;
+    if (t == steps) return steps / every + 1;
+    return -1;
+}
+
+/* How a column kernel finds its step, its stats block and whether it updates.
+ * Direct mode (ctrl == NULL): the values below are given by the host.
+ * Graph mode: step t = ctrl[0] + t_off, where ctrl = {t_base, slot0} lives in
+ * device memory and is set/advanced by tiny kernels on the same stream, so
+ * one captured graph serves every step (see cuda_backend.cu). */
+template <typename T> struct bn_col_step {
+    const int64_t *ctrl;
+    int64_t t_off;
+    int64_t steps, every;
+    T *ring, *scratch;
+    T *stats;
+    int64_t step;
+    int update;
+};
+
+/* Per-precision adapters over bn_math.h, so one kernel text serves both. */
+template <typename T> struct bn_m;
+template <> struct bn_m<double> {
+    __host__ __device__ static double loss_value(int lg, double z, double y) { return bn_loss_value_f64(lg, z, y); }
+    __host__ __device__ static double loss_d1(int lg, double z, double y) { return bn_loss_d1_f64(lg, z, y); }
+    __host__ __device__ static double grad_q(double g_s, double r, double c, double u) { return bn_grad_q_elem_f64(g_s, r, c, u); }
+    __host__ __device__ static double sqrt_(double x) { return sqrt(x); }
+};
+template <> struct bn_m<float> {
+    __host__ __device__ static float loss_value(int lg, float z, float y) { return bn_loss_value_f32(lg, z, y); }
+    __host__ __device__ static float loss_d1(int lg, float z, float y) { return bn_loss_d1_f32(lg, z, y); }
+    __host__ __device__ static float grad_q(float g_s, float r, float c, float u) { return bn_grad_q_elem_f32(g_s, r, c, u); }
+    __host__ __device__ static float sqrt_(float x) { return sqrtf(x); }
+};
+
+/* Launchers of the column kernels (cuda_columns.cu), enqueued on `stream`.
+ * Each returns cudaGetLastError() after its launch: a bad configuration shows
+ * up at once, a fault inside a kernel at the next synchronizing call. */
+template <typename T>
+cudaError_t bn_cuda_launch_forward(cudaStream_t stream, int64_t n, int64_t S, const T *U, const T *y,
+                                   const T *uhat, const T *gamma, int logistic, T *Q,
+                                   const bn_col_step<T> &cs);
+template <typename T>
+cudaError_t bn_cuda_launch_update(cudaStream_t stream, int64_t d, int64_t S, T *W, const T *G,
+                                  const T *ehat, const T *eta_w, const T *eta_gamma, T *gamma,
+                                  int64_t *diverged_step, const bn_col_step<T> &cs);
+/* Loads the column kernels for these lengths (and the two control kernels)
+ * ahead of a stream capture, so no module loading happens inside one. */
+template <typename T> cudaError_t bn_cuda_preload_columns(int64_t n, int64_t d);
+/* ctrl = {t_base, slot0}; advance: ctrl[0] += k. */
+cudaError_t bn_cuda_launch_set_ctrl(cudaStream_t stream, int64_t *ctrl, int64_t t_base, int64_t slot0);
+cudaError_t bn_cuda_launch_advance(cudaStream_t stream, int64_t *ctrl, int64_t k);
+
+/* The fused small-problem path (cuda_fused.cu). */
+typedef struct {
+    int64_t n, d, S;
+    int logistic;
+    const void *Xc, *y, *uhat, *ehat, *eta_w, *eta_gamma;
+    void *W, *gamma, *ring, *scratch;
+    int64_t *diverged_step;
+    int64_t steps, every;
+} bn_fused_args;
+/* Shared memory the fused kernel needs for this shape, 0 if it cannot run it. */
+template <typename T> size_t bn_cuda_fused_smem(int64_t n, int64_t d, size_t smem_optin);
+template <typename T>
+cudaError_t bn_cuda_launch_fused(cudaStream_t stream, const bn_fused_args &a, int64_t t0, int64_t t1,
+                                 int64_t slot0, int num_sms, size_t smem_optin);
+
+#endif

@@ -1,0 +1,276 @@
+/* Dense linear algebra on LAPACKE/CBLAS; see linalg.h.  This is the only
+ * translation unit that includes lapacke.h or cblas.h, so a change of LAPACK
+ * provider touches one file. */
+#include "linalg.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <lapacke.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct bn_la_rowspace {
+    int64_t rank, dim;
+    double *basis; /* rank×dim row-major, orthonormal rows */
+};
+
+double bn_la_default_rcond(int64_t m, int64_t n)
+{
+    return (double)(m > n ? m : n) * DBL_EPSILON;
+}
+
+static double resolve_rcond(double rcond, int64_t m, int64_t n)
+{
+    return rcond > 0 ? rcond : bn_la_default_rcond(m, n);
+}
+
+/* LAPACK indexes with (32-bit) lapack_int: refuse what it cannot address. */
+static bn_status check_dims(const char *what, int64_t m, int64_t n)
+{
+    if (m < 1 || n < 1 || m > INT_MAX || n > INT_MAX)
+        return bn_fail(BN_ERR_ARG, "%s: matrix shape %lld×%lld is empty or too large for LAPACK",
+                       what, (long long)m, (long long)n);
+    return BN_OK;
+}
+
+static double *alloc_doubles(int64_t a, int64_t b)
+{
+    size_t count = bn_mul_size((size_t)a, (size_t)b);
+    if (!count || !bn_mul_size(count, sizeof(double))) return NULL;
+    return malloc(count * sizeof(double));
+}
+
+/* LAPACKE returns a negative info for a bad argument or a failed internal
+ * allocation (its row-major wrappers transpose into scratch memory), and a
+ * positive one when the algorithm itself did not converge. */
+static bn_status lapack_status(const char *routine, lapack_int info)
+{
+    if (info == 0) return BN_OK;
+    if (info == LAPACK_WORK_MEMORY_ERROR || info == LAPACK_TRANSPOSE_MEMORY_ERROR)
+        return bn_fail(BN_ERR_NOMEM, "%s: LAPACK could not allocate its workspace", routine);
+    if (info < 0)
+        return bn_fail(BN_ERR_BACKEND, "%s: LAPACK rejected argument %d", routine, (int)-info);
+    return bn_fail(BN_ERR_BACKEND, "%s: LAPACK did not converge (info = %d)", routine, (int)info);
+}
+
+void bn_la_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
+                double *C, int64_t ldc)
+{
+    cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha,
+                A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void bn_la_gemv(int trans_a, int64_t m, int64_t n, double alpha, const double *A,
+                const double *x, double beta, double *y)
+{
+    cblas_dgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+                alpha, A, (int)n, x, 1, beta, y, 1);
+}
+
+bn_status bn_la_lstsq(const double *A, int64_t m, int64_t n, const double *B, int64_t nrhs,
+                      double rcond, double *X, int64_t *rank_out)
+{
+    BN_TRY(check_dims("least squares", m, n));
+    if (nrhs < 1 || nrhs > INT_MAX)
+        return bn_fail(BN_ERR_ARG, "least squares: %lld right-hand sides", (long long)nrhs);
+    /* dgelsd overwrites A, and B must have max(m, n) rows: it returns the
+     * n-row solution in the same array. */
+    int64_t rows_b = m > n ? m : n;
+    int64_t k = m < n ? m : n;
+    double *a = alloc_doubles(m, n);
+    double *b = alloc_doubles(rows_b, nrhs);
+    double *s = alloc_doubles(k, 1);
+    bn_status st = BN_OK;
+    if (!a || !b || !s) {
+        st = bn_fail(BN_ERR_NOMEM, "least squares: cannot allocate %lld×%lld work arrays",
+                     (long long)m, (long long)n);
+        goto done;
+    }
+    memcpy(a, A, (size_t)m * (size_t)n * sizeof(double));
+    memcpy(b, B, (size_t)m * (size_t)nrhs * sizeof(double));
+    if (rows_b > m) memset(b + m * nrhs, 0, (size_t)(rows_b - m) * (size_t)nrhs * sizeof(double));
+    lapack_int rank = 0;
+    lapack_int info = LAPACKE_dgelsd(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n,
+                                     (lapack_int)nrhs, a, (lapack_int)n, b, (lapack_int)nrhs, s,
+                                     resolve_rcond(rcond, m, n), &rank);
+    st = lapack_status("least squares (dgelsd)", info);
+    if (st != BN_OK) goto done;
+    memcpy(X, b, (size_t)n * (size_t)nrhs * sizeof(double));
+    if (rank_out) *rank_out = rank;
+done:
+    free(a);
+    free(b);
+    free(s);
+    return st;
+}
+
+/* SVD of a copy of A; vt (k×n row-major, k = min(m, n)) is filled when not NULL. */
+static bn_status svd(const char *what, const double *A, int64_t m, int64_t n, double *s,
+                     double *vt)
+{
+    BN_TRY(check_dims(what, m, n));
+    int64_t k = m < n ? m : n;
+    double *a = alloc_doubles(m, n);
+    double *superb = alloc_doubles(k, 1);
+    bn_status st = BN_OK;
+    if (!a || !superb) {
+        st = bn_fail(BN_ERR_NOMEM, "%s: cannot allocate the SVD work arrays", what);
+        goto done;
+    }
+    memcpy(a, A, (size_t)m * (size_t)n * sizeof(double));
+    double u_unused = 0;
+    lapack_int info = LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'N', vt ? 'S' : 'N', (lapack_int)m,
+                                     (lapack_int)n, a, (lapack_int)n, s, &u_unused, 1,
+                                     vt ? vt : &u_unused, vt ? (lapack_int)n : 1, superb);
+    st = lapack_status(what, info);
+done:
+    free(a);
+    free(superb);
+    return st;
+}
+
+static int64_t rank_of(const double *s, int64_t k, double tol_rel)
+{
+    int64_t r = 0;
+    while (r < k && s[r] > tol_rel * s[0]) r++;
+    return r;
+}
+
+bn_status bn_la_singular_values(const double *A, int64_t m, int64_t n, double *s_out)
+{
+    return svd("singular values (dgesvd)", A, m, n, s_out, NULL);
+}
+
+bn_status bn_la_rank(const double *A, int64_t m, int64_t n, double rcond, int64_t *rank_out)
+{
+    BN_TRY(check_dims("rank", m, n));
+    int64_t k = m < n ? m : n;
+    double *s = alloc_doubles(k, 1);
+    if (!s) return bn_fail(BN_ERR_NOMEM, "rank: cannot allocate %lld singular values", (long long)k);
+    bn_status st = bn_la_singular_values(A, m, n, s);
+    if (st == BN_OK) *rank_out = rank_of(s, k, resolve_rcond(rcond, m, n));
+    free(s);
+    return st;
+}
+
+bn_status bn_la_rowspace_create(const double *A, int64_t m, int64_t n, double rcond,
+                                bn_la_rowspace **out)
+{
+    *out = NULL;
+    BN_TRY(check_dims("row space", m, n));
+    int64_t k = m < n ? m : n;
+    double *s = alloc_doubles(k, 1);
+    double *vt = alloc_doubles(k, n);
+    bn_la_rowspace *rs = calloc(1, sizeof *rs);
+    bn_status st = BN_OK;
+    if (!s || !vt || !rs) {
+        st = bn_fail(BN_ERR_NOMEM, "row space: cannot allocate the %lld×%lld basis", (long long)k,
+                     (long long)n);
+        goto fail;
+    }
+    st = svd("row space (dgesvd)", A, m, n, s, vt);
+    if (st != BN_OK) goto fail;
+    rs->rank = rank_of(s, k, resolve_rcond(rcond, m, n));
+    rs->dim = n;
+    /* vt's first `rank` rows are the basis; keep them in place (the tail is
+     * just unused memory, cheaper than a copy for the usual full-rank case). */
+    rs->basis = vt;
+    free(s);
+    *out = rs;
+    return BN_OK;
+fail:
+    free(s);
+    free(vt);
+    free(rs);
+    return st;
+}
+
+int64_t bn_la_rowspace_rank(const bn_la_rowspace *rs) { return rs->rank; }
+int64_t bn_la_rowspace_dim(const bn_la_rowspace *rs) { return rs->dim; }
+const double *bn_la_rowspace_basis(const bn_la_rowspace *rs) { return rs->basis; }
+
+bn_status bn_la_rowspace_project(const bn_la_rowspace *rs, const double *v, int64_t count,
+                                 double *out)
+{
+    if (count < 1) return bn_fail(BN_ERR_ARG, "row space projection of %lld vectors", (long long)count);
+    int64_t r = rs->rank, n = rs->dim;
+    if (r == 0) {
+        memset(out, 0, (size_t)count * (size_t)n * sizeof(double));
+        return BN_OK;
+    }
+    /* coef = v V_rᵀ (count×r) first, so out may alias v. */
+    double *coef = alloc_doubles(count, r);
+    if (!coef) return bn_fail(BN_ERR_NOMEM, "row space projection: cannot allocate %lld×%lld",
+                              (long long)count, (long long)r);
+    bn_la_gemm(0, 1, count, r, n, 1.0, v, n, rs->basis, n, 0.0, coef, r);
+    bn_la_gemm(0, 0, count, n, r, 1.0, coef, r, rs->basis, n, 0.0, out, n);
+    free(coef);
+    return BN_OK;
+}
+
+void bn_la_rowspace_free(bn_la_rowspace *rs)
+{
+    if (!rs) return;
+    free(rs->basis);
+    free(rs);
+}
+
+bn_status bn_la_orthonormalize(const double *A, int64_t m, int64_t n, double *Q)
+{
+    BN_TRY(check_dims("orthonormalize", m, n));
+    if (m < n)
+        return bn_fail(BN_ERR_ARG, "orthonormalize: %lld columns cannot be orthonormal in %lld dimensions",
+                       (long long)n, (long long)m);
+    double *tau = alloc_doubles(n, 1);
+    double *rdiag = alloc_doubles(n, 1);
+    if (!tau || !rdiag) {
+        free(tau);
+        free(rdiag);
+        return bn_fail(BN_ERR_NOMEM, "orthonormalize: cannot allocate %lld reflectors", (long long)n);
+    }
+    double fro = 0;
+    for (int64_t i = 0; i < m * n; i++) fro += A[i] * A[i];
+    fro = sqrt(fro);
+    memcpy(Q, A, (size_t)m * (size_t)n * sizeof(double));
+    bn_status st = lapack_status("orthonormalize (dgeqrf)",
+                                 LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, Q,
+                                                (lapack_int)n, tau));
+    if (st != BN_OK) goto done;
+    for (int64_t j = 0; j < n; j++) {
+        rdiag[j] = Q[j * n + j];
+        if (!(fabs(rdiag[j]) > 64 * DBL_EPSILON * fro)) {
+            st = bn_fail(BN_ERR_DATA, "orthonormalize: column %lld is numerically dependent on the "
+                         "previous ones (|R_jj| = %.3g, ‖A‖_F = %.3g)", (long long)j, fabs(rdiag[j]), fro);
+            goto done;
+        }
+    }
+    st = lapack_status("orthonormalize (dorgqr)",
+                       LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)n,
+                                      Q, (lapack_int)n, tau));
+    if (st != BN_OK) goto done;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            if (rdiag[j] < 0) Q[i * n + j] = -Q[i * n + j];
+done:
+    free(tau);
+    free(rdiag);
+    return st;
+}
+
+bn_status bn_la_sym_eigen(const double *A, int64_t n, double *evals, double *evecs)
+{
+    BN_TRY(check_dims("symmetric eigenvalues", n, n));
+    double *a = evecs ? evecs : alloc_doubles(n, n);
+    if (!a) return bn_fail(BN_ERR_NOMEM, "symmetric eigenvalues: cannot allocate %lld×%lld",
+                           (long long)n, (long long)n);
+    if (a != A) memcpy(a, A, (size_t)n * (size_t)n * sizeof(double));
+    bn_status st = lapack_status("symmetric eigenvalues (dsyevd)",
+                                 LAPACKE_dsyevd(LAPACK_ROW_MAJOR, evecs ? 'V' : 'N', 'U',
+                                                (lapack_int)n, a, (lapack_int)n, evals));
+    if (!evecs) free(a);
+    return st;
+}

@@ -1,0 +1,438 @@
+/* The simulation driver: validates a run, prepares the start (reference
+ * direction, w0, per-trajectory settings), moves everything to the backend,
+ * runs the steps in blocks and turns the backend's per-step statistics into
+ * the record arrays of MODEL.md.  It calls BLAS/CUDA only through the backend. */
+#include "backend.h"
+#include "rng.h"
+#include "sim_setup.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Record fields, in the order the arrays are stored and written. */
+enum {
+    F_STEP, F_LOSS, F_GAMMA, F_WNORM, F_WNORM_S, F_ALPHA, F_BETA, F_RHO, F_ETA_EFF,
+    F_GNORM, F_GGAMMA, F_ALPHA_S, F_BETA_S, F_RHO_S, F_COUNT
+};
+static const char *const field_names[F_COUNT] = {
+    "step", "loss", "gamma", "w_norm", "w_norm_sigma", "alpha", "beta", "rho", "eta_eff",
+    "grad_norm_w", "grad_gamma", "alpha_sigma", "beta_sigma", "rho_sigma"};
+
+/* Host memory for the stats ring: enough for long blocks, small next to the data. */
+#define BN_RING_BYTES ((size_t)64 << 20)
+/* At most this many steps between progress reports / record downloads. */
+#define BN_BLOCK_MAX_STEPS 1024
+
+struct bn_sim {
+    bn_run_config cfg;
+    int64_t n, d, S, R;
+    bn_backend *be;
+    double *eta_w, *eta_gamma, *gamma0; /* S each (host, float64) */
+    double *w0;                         /* S×d row-major          */
+    double *w_ref;                      /* d                      */
+    bn_ref_info ref_info;
+    double *rec[F_COUNT];               /* each S×R row-major     */
+    double *w_final, *gamma_final;
+    int64_t *diverged;
+    double wall;
+    int ran;
+    /* device buffers */
+    void *dXc, *dy, *duhat, *dehat, *deta_w, *deta_g, *dW, *dgamma, *dU, *dQ, *dG, *dring,
+        *dscratch;
+    int64_t *ddiv;
+    int64_t ring_slots;
+};
+
+int bn_sim_n_fields(void) { return F_COUNT; }
+const char *bn_sim_field_name(int i) { return (i >= 0 && i < F_COUNT) ? field_names[i] : NULL; }
+
+void bn_run_config_default(bn_run_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->loss = BN_LOSS_SQUARE;
+    c->precision = BN_FP64;
+    c->backend = BN_BACKEND_AUTO;
+    c->steps = 1000;
+    c->every = 1;
+    c->seeds = 1;
+    c->eta_w = 0.9;
+    c->eta_gamma = 0.05;
+    c->gamma0 = 0.1;
+    c->w0_scale = 1.0;
+    c->w0_align = 0.0;
+    c->w0_noise = 1.0;
+    c->project_w0 = 1;
+}
+
+static bn_status check_setting(const char *what, double v, int allow_zero)
+{
+    if (!isfinite(v) || v < 0 || (!allow_zero && v == 0))
+        return bn_fail(BN_ERR_ARG, "%s must be a finite number %s 0 (got %g)", what,
+                       allow_zero ? ">=" : ">", v);
+    return BN_OK;
+}
+
+static bn_status validate_config(const bn_run_config *c, int64_t d)
+{
+    if (c->steps <= 0) return bn_fail(BN_ERR_ARG, "steps must be > 0 (got %lld)", (long long)c->steps);
+    if (c->every <= 0) return bn_fail(BN_ERR_ARG, "every must be > 0 (got %lld)", (long long)c->every);
+    if (c->seeds <= 0) return bn_fail(BN_ERR_ARG, "seeds must be > 0 (got %lld)", (long long)c->seeds);
+    if (c->threads < 0) return bn_fail(BN_ERR_ARG, "threads must be >= 0 (got %d)", c->threads);
+    if (c->w0 && c->w0_rows != 1 && c->w0_rows != c->seeds)
+        return bn_fail(BN_ERR_ARG, "w0 has %lld rows; expected 1 or seeds=%lld (each of length d=%lld)",
+                       (long long)c->w0_rows, (long long)c->seeds, (long long)d);
+    for (int64_t j = 0; j < c->seeds; j++) {
+        BN_TRY(check_setting("eta_w", c->eta_w_per ? c->eta_w_per[j] : c->eta_w, 0));
+        BN_TRY(check_setting("eta_gamma", c->eta_gamma_per ? c->eta_gamma_per[j] : c->eta_gamma, 1));
+        double g0 = c->gamma0_per ? c->gamma0_per[j] : c->gamma0;
+        if (!isfinite(g0)) return bn_fail(BN_ERR_ARG, "gamma0 must be finite (got %g)", g0);
+        if (!c->w0) BN_TRY(check_setting("w0_scale", c->w0_scale_per ? c->w0_scale_per[j] : c->w0_scale, 0));
+    }
+    if (!c->w0 && (!isfinite(c->w0_align) || !isfinite(c->w0_noise) ||
+                   (c->w0_align == 0 && c->w0_noise == 0)))
+        return bn_fail(BN_ERR_ARG, "w0_align and w0_noise must be finite and not both 0");
+    return BN_OK;
+}
+
+/* The start of every trajectory, S×d row-major: explicit rows, or
+ * scale·(align·ê + noise·ξ) with ξ from the seed's own Philox stream. */
+static void build_w0(const bn_run_config *c, int64_t d, const double *ehat, double *w0)
+{
+    for (int64_t j = 0; j < c->seeds; j++) {
+        double *w = w0 + j * d;
+        if (c->w0) {
+            memcpy(w, c->w0 + (c->w0_rows == 1 ? 0 : j) * d, (size_t)d * sizeof(double));
+            continue;
+        }
+        double scale = c->w0_scale_per ? c->w0_scale_per[j] : c->w0_scale;
+        bn_rng_normal(c->seed + (uint64_t)j, BN_STREAM_W0, 0, d, w);
+        for (int64_t i = 0; i < d; i++) w[i] = scale * (c->w0_align * ehat[i] + c->w0_noise * w[i]);
+    }
+}
+
+static void fill_per(double *dst, const double *per, double scalar, int64_t S)
+{
+    for (int64_t j = 0; j < S; j++) dst[j] = per ? per[j] : scalar;
+}
+
+/* Converts a float64 host array to the backend precision and uploads it. */
+static bn_status upload_real(bn_backend *be, void *dst, const double *src, size_t count)
+{
+    if (be->precision == BN_FP64) return be->ops->upload(be, dst, src, count * sizeof(double));
+    float *tmp = malloc(count * sizeof(float) + 1);
+    if (!tmp) return bn_fail(BN_ERR_NOMEM, "cannot allocate %zu bytes of staging memory", count * 4);
+    for (size_t i = 0; i < count; i++) tmp[i] = (float)src[i];
+    bn_status st = be->ops->upload(be, dst, tmp, count * sizeof(float));
+    free(tmp);
+    return st;
+}
+
+static bn_status download_real(bn_backend *be, double *dst, const void *src, size_t count)
+{
+    if (be->precision == BN_FP64) return be->ops->download(be, dst, src, count * sizeof(double));
+    float *tmp = malloc(count * sizeof(float) + 1);
+    if (!tmp) return bn_fail(BN_ERR_NOMEM, "cannot allocate %zu bytes of staging memory", count * 4);
+    bn_status st = be->ops->download(be, tmp, src, count * sizeof(float));
+    for (size_t i = 0; st == BN_OK && i < count; i++) dst[i] = (double)tmp[i];
+    free(tmp);
+    return st;
+}
+
+static bn_status dev_alloc(bn_backend *be, size_t count, size_t elem, void **p)
+{
+    size_t bytes = bn_mul_size(count ? count : 1, elem);
+    if (!bytes) return bn_fail(BN_ERR_ARG, "buffer of %zu elements is too large", count);
+    return be->ops->alloc(be, bytes, p);
+}
+
+/* Transposes a row-major rows×cols matrix into column-major (= cols×rows row-major). */
+static double *to_col_major(const double *a, int64_t rows, int64_t cols)
+{
+    double *t = malloc((size_t)rows * (size_t)cols * sizeof(double) + 1);
+    if (!t) return NULL;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) t[i + j * rows] = a[i * cols + j];
+    return t;
+}
+
+static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
+                                const double *uhat, const double *ehat)
+{
+    bn_backend *be = sim->be;
+    int64_t n = sim->n, d = sim->d, S = sim->S;
+    size_t rs = bn_real_size(be->precision);
+    size_t block = (size_t)BN_ST_COUNT * (size_t)S;
+    sim->ring_slots = (int64_t)(BN_RING_BYTES / (block * rs));
+    if (sim->ring_slots < 1) sim->ring_slots = 1;
+    if (sim->ring_slots > sim->R) sim->ring_slots = sim->R;
+    BN_TRY(dev_alloc(be, (size_t)n * (size_t)d, rs, &sim->dXc));
+    BN_TRY(dev_alloc(be, (size_t)n, rs, &sim->dy));
+    BN_TRY(dev_alloc(be, (size_t)n, rs, &sim->duhat));
+    BN_TRY(dev_alloc(be, (size_t)d, rs, &sim->dehat));
+    BN_TRY(dev_alloc(be, (size_t)S, rs, &sim->deta_w));
+    BN_TRY(dev_alloc(be, (size_t)S, rs, &sim->deta_g));
+    BN_TRY(dev_alloc(be, (size_t)S, rs, &sim->dgamma));
+    BN_TRY(dev_alloc(be, (size_t)d * (size_t)S, rs, &sim->dW));
+    BN_TRY(dev_alloc(be, (size_t)d * (size_t)S, rs, &sim->dG));
+    BN_TRY(dev_alloc(be, (size_t)n * (size_t)S, rs, &sim->dU));
+    BN_TRY(dev_alloc(be, (size_t)n * (size_t)S, rs, &sim->dQ));
+    BN_TRY(dev_alloc(be, block * (size_t)sim->ring_slots, rs, &sim->dring));
+    BN_TRY(dev_alloc(be, block, rs, &sim->dscratch));
+    BN_TRY(dev_alloc(be, (size_t)S, sizeof(int64_t), (void **)&sim->ddiv));
+
+    double *xc_cm = to_col_major(xc, n, d);
+    if (!xc_cm) return bn_fail(BN_ERR_NOMEM, "cannot allocate staging memory for the upload");
+    bn_status st = upload_real(be, sim->dXc, xc_cm, (size_t)n * (size_t)d);
+    free(xc_cm);
+    BN_TRY(st);
+    /* w0 is S×d row-major, which is already W's d×S column-major layout. */
+    BN_TRY(upload_real(be, sim->dW, sim->w0, (size_t)d * (size_t)S));
+    BN_TRY(upload_real(be, sim->dy, y, (size_t)n));
+    BN_TRY(upload_real(be, sim->duhat, uhat, (size_t)n));
+    BN_TRY(upload_real(be, sim->dehat, ehat, (size_t)d));
+    BN_TRY(upload_real(be, sim->deta_w, sim->eta_w, (size_t)S));
+    BN_TRY(upload_real(be, sim->deta_g, sim->eta_gamma, (size_t)S));
+    BN_TRY(upload_real(be, sim->dgamma, sim->gamma0, (size_t)S));
+    for (int64_t j = 0; j < S; j++) sim->diverged[j] = -1;
+    return be->ops->upload(be, sim->ddiv, sim->diverged, (size_t)S * sizeof(int64_t));
+}
+
+static bn_status alloc_host(bn_sim *sim)
+{
+    int64_t S = sim->S, d = sim->d;
+    size_t sr = bn_mul_size((size_t)S, (size_t)sim->R);
+    if (!sr || !bn_mul_size(sr, sizeof(double) * F_COUNT))
+        return bn_fail(BN_ERR_ARG, "%lld seeds × %lld records is too large", (long long)S, (long long)sim->R);
+    sim->eta_w = malloc((size_t)S * sizeof(double));
+    sim->eta_gamma = malloc((size_t)S * sizeof(double));
+    sim->gamma0 = malloc((size_t)S * sizeof(double));
+    sim->gamma_final = malloc((size_t)S * sizeof(double));
+    sim->diverged = malloc((size_t)S * sizeof(int64_t));
+    sim->w0 = malloc((size_t)S * (size_t)d * sizeof(double));
+    sim->w_final = malloc((size_t)S * (size_t)d * sizeof(double));
+    sim->w_ref = calloc((size_t)d, sizeof(double));
+    int ok = sim->eta_w && sim->eta_gamma && sim->gamma0 && sim->gamma_final && sim->diverged &&
+             sim->w0 && sim->w_final && sim->w_ref;
+    for (int f = 0; f < F_COUNT && ok; f++) ok = (sim->rec[f] = malloc(sr * sizeof(double))) != NULL;
+    if (!ok)
+        return bn_fail(BN_ERR_NOMEM, "cannot allocate host memory for %lld trajectories × %lld records",
+                       (long long)S, (long long)sim->R);
+    return BN_OK;
+}
+
+bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim **out)
+{
+    *out = NULL;
+    bn_clear_error();
+    int64_t n = bn_dataset_n(ds), d = bn_dataset_d(ds);
+    BN_TRY(validate_config(cfg, d));
+    if (cfg->loss == BN_LOSS_LOGISTIC) BN_TRY(bn_dataset_check_labels(ds));
+
+    bn_sim *sim = calloc(1, sizeof *sim);
+    if (!sim) return bn_fail(BN_ERR_NOMEM, "cannot allocate the simulation");
+    sim->cfg = *cfg;
+    sim->cfg.eta_w_per = sim->cfg.eta_gamma_per = sim->cfg.gamma0_per = sim->cfg.w0_scale_per = NULL;
+    sim->cfg.w0 = sim->cfg.w_ref = NULL; /* the sim keeps its own copies */
+    sim->n = n;
+    sim->d = d;
+    sim->S = cfg->seeds;
+    sim->R = bn_record_count(cfg->steps, cfg->every);
+
+    double *xc = NULL, *ehat = NULL, *uhat = NULL;
+    bn_status st = alloc_host(sim);
+    if (st == BN_OK) st = bn_dataset_centered(ds, &xc);
+    if (st == BN_OK) {
+        fill_per(sim->eta_w, cfg->eta_w_per, cfg->eta_w, sim->S);
+        fill_per(sim->eta_gamma, cfg->eta_gamma_per, cfg->eta_gamma, sim->S);
+        fill_per(sim->gamma0, cfg->gamma0_per, cfg->gamma0, sim->S);
+        ehat = calloc((size_t)d, sizeof(double));
+        uhat = calloc((size_t)n, sizeof(double));
+        if (!ehat || !uhat) st = bn_fail(BN_ERR_NOMEM, "cannot allocate the reference direction");
+    }
+    if (st == BN_OK) st = bn_setup_reference(ds, cfg, xc, sim->w_ref, &sim->ref_info, ehat, uhat);
+    if (st == BN_OK) {
+        build_w0(cfg, d, ehat, sim->w0);
+        if (cfg->project_w0) st = bn_setup_project_rowspace(xc, n, d, sim->w0, sim->S);
+    }
+    if (st == BN_OK) st = bn_setup_check_w0(xc, n, d, sim->w0, sim->S);
+    if (st == BN_OK) st = bn_backend_open(cfg->backend, cfg->precision, cfg->threads, cfg->device, &sim->be);
+    if (st == BN_OK) st = upload_problem(sim, xc, bn_dataset_y(ds), uhat, ehat);
+    free(xc);
+    free(ehat);
+    free(uhat);
+    if (st != BN_OK) {
+        /* Keep the message of the first failure: freeing never fails. */
+        bn_sim_free(sim);
+        return st;
+    }
+    *out = sim;
+    return BN_OK;
+}
+
+/* Turns ring slots [0, count) (records slot0 .. slot0+count-1) into record columns. */
+static bn_status collect_records(bn_sim *sim, int64_t slot0, int64_t count, int64_t t_first)
+{
+    int64_t S = sim->S, R = sim->R;
+    size_t block = (size_t)BN_ST_COUNT * (size_t)S;
+    double *host = malloc(block * (size_t)count * sizeof(double));
+    if (!host) return bn_fail(BN_ERR_NOMEM, "cannot allocate the record staging buffer");
+    bn_status st = download_real(sim->be, host, sim->dring, block * (size_t)count);
+    if (st != BN_OK) {
+        free(host);
+        return st;
+    }
+    int64_t T = sim->cfg.steps, K = sim->cfg.every;
+    int no_ref = sim->cfg.skip_reference;
+    int64_t t = t_first;
+    for (int64_t k = 0; k < count; k++) {
+        int64_t slot = slot0 + k;
+        while (bn_record_slot(t, T, K) != slot) t++;
+        const double *st_blk = host + (size_t)k * block;
+        for (int64_t j = 0; j < S; j++) {
+            size_t at = (size_t)j * (size_t)R + (size_t)slot;
+            double loss = st_blk[BN_ST_LOSS * S + j], gam = st_blk[BN_ST_GAMMA * S + j];
+            double s = st_blk[BN_ST_SNORM * S + j];
+            double a = st_blk[BN_ST_ALPHA * S + j], b = st_blk[BN_ST_BETA * S + j];
+            double as = st_blk[BN_ST_ALPHA_S * S + j], bs = st_blk[BN_ST_BETA_S * S + j];
+            if (no_ref) a = b = as = bs = NAN;
+            sim->rec[F_STEP][at] = (double)t;
+            sim->rec[F_LOSS][at] = loss;
+            sim->rec[F_GAMMA][at] = gam;
+            sim->rec[F_WNORM][at] = st_blk[BN_ST_WNORM * S + j];
+            sim->rec[F_WNORM_S][at] = s;
+            sim->rec[F_ALPHA][at] = a;
+            sim->rec[F_BETA][at] = b;
+            sim->rec[F_RHO][at] = b / a;
+            sim->rec[F_ETA_EFF][at] = sim->eta_w[j] * gam / (s * s);
+            sim->rec[F_GNORM][at] = st_blk[BN_ST_GNORM * S + j];
+            sim->rec[F_GGAMMA][at] = st_blk[BN_ST_GGAMMA * S + j];
+            sim->rec[F_ALPHA_S][at] = as;
+            sim->rec[F_BETA_S][at] = bs;
+            sim->rec[F_RHO_S][at] = bs / as;
+        }
+        t++;
+    }
+    free(host);
+    return BN_OK;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Largest t1 > t0 such that steps t0..t1-1 fill at most `slots` record slots. */
+static int64_t block_end(int64_t t0, int64_t T, int64_t K, int64_t slots, int64_t max_steps)
+{
+    int64_t used = 0, t = t0;
+    while (t <= T && t - t0 < max_steps) {
+        int64_t add = bn_record_slot(t, T, K) >= 0;
+        if (used + add > slots) break;
+        used += add;
+        t++;
+    }
+    return t;
+}
+
+bn_status bn_sim_run(bn_sim *sim, bn_progress_fn progress, void *user)
+{
+    bn_clear_error();
+    if (sim->ran) return bn_fail(BN_ERR_ARG, "this simulation has already run; create a new one");
+    sim->ran = 1;
+    bn_backend *be = sim->be;
+    bn_step_plan plan = {
+        .n = sim->n, .d = sim->d, .S = sim->S,
+        .logistic = sim->cfg.loss == BN_LOSS_LOGISTIC,
+        .Xc = sim->dXc, .y = sim->dy, .uhat = sim->duhat, .ehat = sim->dehat,
+        .eta_w = sim->deta_w, .eta_gamma = sim->deta_g,
+        .W = sim->dW, .gamma = sim->dgamma, .U = sim->dU, .Q = sim->dQ, .G = sim->dG,
+        .stats_ring = sim->dring, .ring_slots = sim->ring_slots, .stats_scratch = sim->dscratch,
+        .diverged_step = sim->ddiv, .steps = sim->cfg.steps, .every = sim->cfg.every,
+    };
+    int64_t T = sim->cfg.steps, K = sim->cfg.every;
+    /* Keep blocks to roughly a few GFLOP so progress and records flow. */
+    double flop_step = 4.0 * (double)sim->n * (double)sim->d * (double)sim->S;
+    int64_t max_steps = (int64_t)(2e10 / (flop_step + 1.0));
+    if (max_steps > BN_BLOCK_MAX_STEPS) max_steps = BN_BLOCK_MAX_STEPS;
+    if (max_steps < 1) max_steps = 1;
+
+    double t_start = now_seconds();
+    int64_t t0 = 0;
+    while (t0 <= T) {
+        int64_t slot0 = -1;
+        for (int64_t t = t0; t <= T && slot0 < 0; t++) slot0 = bn_record_slot(t, T, K);
+        int64_t t1 = block_end(t0, T, K, sim->ring_slots, max_steps);
+        bn_status st = be->ops->run_steps ? be->ops->run_steps(be, &plan, t0, t1, slot0)
+                                          : bn_run_steps_generic(be, &plan, t0, t1, slot0);
+        if (st != BN_OK) return st;
+        int64_t count = 0;
+        for (int64_t t = t0; t < t1; t++) count += bn_record_slot(t, T, K) >= 0;
+        if (count) BN_TRY(collect_records(sim, slot0, count, t0));
+        t0 = t1;
+        if (progress && progress(user, t0 > T ? T : t0, T)) {
+            sim->wall = now_seconds() - t_start;
+            return bn_fail(BN_ERR_INTERRUPTED, "stopped at step %lld of %lld", (long long)t0, (long long)T);
+        }
+    }
+    /* Final state: W's d×S column-major layout is w_final's S×d row-major. */
+    BN_TRY(download_real(be, sim->w_final, sim->dW, (size_t)sim->S * (size_t)sim->d));
+    BN_TRY(download_real(be, sim->gamma_final, sim->dgamma, (size_t)sim->S));
+    BN_TRY(be->ops->download(be, sim->diverged, sim->ddiv, (size_t)sim->S * sizeof(int64_t)));
+    BN_TRY(be->ops->synchronize(be));
+    sim->wall = now_seconds() - t_start;
+    return BN_OK;
+}
+
+void bn_sim_free(bn_sim *sim)
+{
+    if (!sim) return;
+    if (sim->be) {
+        void *bufs[] = {sim->dXc, sim->dy, sim->duhat, sim->dehat, sim->deta_w, sim->deta_g,
+                        sim->dW, sim->dgamma, sim->dU, sim->dQ, sim->dG, sim->dring,
+                        sim->dscratch, sim->ddiv};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            if (bufs[i]) sim->be->ops->dealloc(sim->be, bufs[i]);
+        bn_backend_close(sim->be);
+    }
+    for (int f = 0; f < F_COUNT; f++) free(sim->rec[f]);
+    free(sim->eta_w);
+    free(sim->eta_gamma);
+    free(sim->gamma0);
+    free(sim->w0);
+    free(sim->w_ref);
+    free(sim->w_final);
+    free(sim->gamma_final);
+    free(sim->diverged);
+    free(sim);
+}
+
+bn_status bn_sim_field(const bn_sim *sim, const char *name, const double **data, int64_t *rows,
+                       int64_t *cols)
+{
+    for (int f = 0; f < F_COUNT; f++)
+        if (strcmp(name, field_names[f]) == 0) {
+            *data = sim->rec[f];
+            *rows = sim->S;
+            *cols = sim->R;
+            return BN_OK;
+        }
+    return bn_fail(BN_ERR_ARG, "no record field named '%s'", name);
+}
+
+int64_t bn_sim_records(const bn_sim *sim) { return sim->R; }
+int64_t bn_sim_seeds(const bn_sim *sim) { return sim->S; }
+int64_t bn_sim_dim(const bn_sim *sim) { return sim->d; }
+const double *bn_sim_w_final(const bn_sim *sim) { return sim->w_final; }
+const double *bn_sim_gamma_final(const bn_sim *sim) { return sim->gamma_final; }
+const double *bn_sim_w_ref(const bn_sim *sim) { return sim->w_ref; }
+const double *bn_sim_w0(const bn_sim *sim) { return sim->w0; }
+const int64_t *bn_sim_diverged_step(const bn_sim *sim) { return sim->diverged; }
+const bn_ref_info *bn_sim_ref_info(const bn_sim *sim) { return &sim->ref_info; }
+bn_backend_kind bn_sim_backend(const bn_sim *sim) { return sim->be->kind; }
+const char *bn_sim_backend_desc(const bn_sim *sim) { return sim->be->desc; }
+int bn_sim_threads(const bn_sim *sim) { return sim->be->threads; }
+double bn_sim_wall_seconds(const bn_sim *sim) { return sim->wall; }

@@ -1,0 +1,85 @@
+/* Reference direction and start of a run (see sim_setup.h). */
+#include "sim_setup.h"
+#include "linalg.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double norm2(const double *v, int64_t len)
+{
+    double s = 0;
+    for (int64_t i = 0; i < len; i++) s += v[i] * v[i];
+    return sqrt(s);
+}
+
+/* out = xc·v, xc: n×d row-major. */
+static void xc_times(const double *xc, int64_t n, int64_t d, const double *v, double *out)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double s = 0;
+        for (int64_t k = 0; k < d; k++) s += xc[i * d + k] * v[k];
+        out[i] = s;
+    }
+}
+
+bn_status bn_setup_reference(const bn_dataset *ds, const bn_run_config *cfg, const double *xc,
+                             double *w_ref, bn_ref_info *info, double *ehat, double *uhat)
+{
+    int64_t n = bn_dataset_n(ds), d = bn_dataset_d(ds);
+    memset(info, 0, sizeof *info);
+    memset(w_ref, 0, (size_t)d * sizeof(double));
+    memset(ehat, 0, (size_t)d * sizeof(double));
+    memset(uhat, 0, (size_t)n * sizeof(double));
+    if (cfg->skip_reference) return BN_OK;
+    if (cfg->w_ref) {
+        memcpy(w_ref, cfg->w_ref, (size_t)d * sizeof(double));
+        info->kind = cfg->loss == BN_LOSS_LOGISTIC;
+        info->residual = info->kkt_violation = NAN;
+    } else {
+        BN_TRY(bn_reference_direction(ds, cfg->loss, w_ref, info));
+    }
+    double nrm = norm2(w_ref, d);
+    if (!(nrm > 0) || !isfinite(nrm))
+        return bn_fail(BN_ERR_DATA, "the reference direction is zero or not finite (norm %g)", nrm);
+    for (int64_t i = 0; i < d; i++) ehat[i] = w_ref[i] / nrm;
+    xc_times(xc, n, d, ehat, uhat);
+    double un = norm2(uhat, n);
+    if (!(un > 0))
+        return bn_fail(BN_ERR_DATA, "the reference direction is orthogonal to every centered sample (Xc·w_ref = 0)");
+    for (int64_t i = 0; i < n; i++) uhat[i] /= un;
+    return BN_OK;
+}
+
+bn_status bn_setup_project_rowspace(const double *xc, int64_t n, int64_t d, double *w0, int64_t S)
+{
+    bn_la_rowspace *rs = NULL;
+    BN_TRY(bn_la_rowspace_create(xc, n, d, 0.0, &rs));
+    /* Full rank: the row space is all of R^d and projecting would only round. */
+    bn_status st = bn_la_rowspace_rank(rs) == d ? BN_OK : bn_la_rowspace_project(rs, w0, S, w0);
+    bn_la_rowspace_free(rs);
+    return st;
+}
+
+bn_status bn_setup_check_w0(const double *xc, int64_t n, int64_t d, const double *w0, int64_t S)
+{
+    double *u = malloc((size_t)n * sizeof(double));
+    if (!u) return bn_fail(BN_ERR_NOMEM, "cannot allocate %lld doubles", (long long)n);
+    bn_status st = BN_OK;
+    for (int64_t j = 0; j < S && st == BN_OK; j++) {
+        for (int64_t i = 0; i < d; i++)
+            if (!isfinite(w0[j * d + i])) {
+                st = bn_fail(BN_ERR_ARG, "w0 of trajectory %lld has a non-finite entry at %lld",
+                             (long long)j, (long long)i);
+                break;
+            }
+        if (st) break;
+        xc_times(xc, n, d, w0 + j * d, u);
+        if (!(norm2(u, n) > 0))
+            st = bn_fail(BN_ERR_ARG,
+                         "w0 of trajectory %lld is orthogonal to the centered data (Xc·w0 = 0): the "
+                         "batch-normalized model is undefined there", (long long)j);
+    }
+    free(u);
+    return st;
+}

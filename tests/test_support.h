@@ -1,0 +1,45 @@
+/* Shared helpers of the test suite: random problems from the project's own
+ * counter-based RNG, a naive per-sample reference of the model, and a way to
+ * evaluate one gradient through any backend. */
+#ifndef BN_TEST_SUPPORT_H
+#define BN_TEST_SUPPORT_H
+
+#include "backend.h"
+#include "bnspike.h"
+
+/* A random problem: centered Xc (n×d row-major), y (real or ±1), w, gamma. */
+typedef struct {
+    int64_t n, d;
+    double *xc, *y, *w;
+    double gamma;
+} ts_problem;
+
+void ts_problem_make(ts_problem *p, int64_t n, int64_t d, int logistic, uint64_t seed);
+void ts_problem_free(ts_problem *p);
+
+/* L(w, γ) by the per-sample definition of MODEL.md, in long double. */
+double ts_naive_loss(const ts_problem *p, const double *w, double gamma, int logistic);
+/* ∇_w L and ∂_γ L by the per-sample chain rule (no one-product shortcut). */
+void ts_naive_grad(const ts_problem *p, int logistic, double *gw, double *ggamma);
+
+/* One gradient through the backend's primitives for S copies of the problem
+ * with different w columns (W: S×d row-major, gammas: S).  Outputs G: S×d,
+ * stats: BN_ST_COUNT×S (float64). */
+bn_status ts_backend_gradient(bn_backend_kind kind, bn_precision prec, const ts_problem *p,
+                              int logistic, int64_t S, const double *W, const double *gammas,
+                              double *G, double *stats);
+
+double ts_rel_err(const double *a, const double *b, int64_t len); /* ‖a-b‖∞ / ‖b‖∞ */
+double ts_max_abs(const double *a, int64_t len);
+
+/* Path of the bnspike CLI under test (BNSPIKE_CLI, else build/bnspike). */
+const char *ts_cli(void);
+/* Runs a shell command, returns its exit status; stderr+stdout go to *out (malloc'ed). */
+int ts_run(const char *cmd, char **out);
+/* A fresh temp folder (mkdtemp) and its recursive removal. */
+char *ts_tmpdir(void);
+void ts_rmdir(const char *path);
+/* Whether /usr/bin/python3 can import numpy (the independent oracle). */
+int ts_have_numpy(void);
+
+#endif
