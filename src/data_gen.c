@@ -61,8 +61,11 @@
  *
  * Random numbers: Philox with key = seed; features on BN_STREAM_DATA_X,
  * target noise on BN_STREAM_DATA_Y, rotations on BN_STREAM_DATA_ROT, and
- * w_true / u / the s_i of gaussian-logistic on BN_STREAM_DATA_AUX, so that the
- * same seed gives bitwise identical data on every machine and thread count. */
+ * w_true / u / the s_i of gaussian-logistic on BN_STREAM_DATA_AUX.  The draws
+ * are a pure function of the seed, so a spec gives bit-identical data on a
+ * given build; whitened and hilbert also go through LAPACK/BLAS (QR,
+ * products), whose last bits may differ between BLAS builds or CPUs, so
+ * across machines they agree to rounding (the checksum shows which). */
 #include "internal.h"
 #include "linalg.h"
 #include "rng.h"

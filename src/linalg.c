@@ -71,6 +71,11 @@ void bn_la_gemv(int trans_a, int64_t m, int64_t n, double alpha, const double *A
                 alpha, A, (int)n, x, 1, beta, y, 1);
 }
 
+void bn_la_rot(int64_t len, double *x, double *y, double c, double s)
+{
+    cblas_drot((int)len, x, 1, y, 1, c, s);
+}
+
 bn_status bn_la_lstsq(const double *A, int64_t m, int64_t n, const double *B, int64_t nrhs,
                       double rcond, double *X, int64_t *rank_out)
 {

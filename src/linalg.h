@@ -32,6 +32,9 @@ void bn_la_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, doubl
 void bn_la_gemv(int trans_a, int64_t m, int64_t n, double alpha, const double *A,
                 const double *x, double beta, double *y);
 
+/* Plane rotation of two vectors: (x, y) <- (c·x + s·y, c·y - s·x). */
+void bn_la_rot(int64_t len, double *x, double *y, double c, double s);
+
 /* ------------------------------------------------------ (a) least squares */
 
 /* Minimum-norm least-squares solution X (n×nrhs) of min ‖A X - B‖_F for A m×n

@@ -3,7 +3,12 @@
  * Square loss: the minimum-norm solution of min ‖Xc w - y‖ (LAPACK dgelsd on
  * Xc).  Singular values below rcond·s_1 with rcond = max(n, d)·eps (numpy's
  * default) count as zero: they are below what rounding X alone can cause, and
- * keeping them would let noise directions dominate w*.
+ * keeping them would let noise directions dominate w*.  Reported
+ * (bn_ref_info, kind 0): residual = ‖Xc w - y_c‖/‖y_c‖ with y_c = y - mean(y)
+ * (range(Xc) ⟂ 1, so the mean of y can never be fitted; measured against y
+ * itself the residual would only report that floor), kkt_violation =
+ * ‖Xcᵀ(Xc w - y)‖/(‖Xc‖_F·‖y_c‖) (both 0 when y is constant), rank = the
+ * numerical rank dgelsd used.
  *
  * Logistic loss: the hard-margin SVM on the centered data, no bias,
  *     min ‖w‖²  s.t.  y_i⟨w, x̃_i⟩ >= 1 for all i.
@@ -32,11 +37,15 @@
  * NNLS residual of truly inseparable data is then still far below the
  * threshold (its rounding level is ~eps·sqrt(n)/c).
  *
- * Polish: the active set A of the NNLS gives w as the least-norm solution of
- * Z_A w = 1 and λ_A from Z_Aᵀ λ_A = w (both by SVD least squares), so the
- * active margins are 1 to rounding.  A negative λ or a violated margin
- * (possible only through rounding) moves one index and solves again.  The
- * result is kept only if its KKT violation is no worse than the NNLS's.
+ * Polish: the active set A (the NNLS's passive set plus the samples already
+ * on the margin) gives w as the least-norm solution of Z_A w = 1 and λ_A
+ * from Z_Aᵀ λ_A = w (both by SVD least squares), so the active margins are 1
+ * to rounding.  A negative λ or a violated margin (possible only through
+ * rounding) moves one index and solves again, a few times at most.  The
+ * result is kept only if its KKT violation is no worse than the NNLS's.  The
+ * NNLS answer alone already has a KKT violation ~1e-14 (its scale is fixed
+ * from the passive margins), so for big support sets (two SVDs of |A|×d,
+ * seconds at n = d = 3000) the polish runs only if that is above 1e-12.
  *
  * Reported (bn_ref_info, kind 1): residual = 1 - min margin (<= 0 when every
  * constraint holds), kkt_violation = the largest of: primal infeasibility
@@ -62,6 +71,10 @@
                               /* treated as dependent (relative to its norm)       */
 #define SVM_SUPPORT_TOL 1e-7
 #define SVM_POLISH_TOL 1e-12  /* margins / λ the polish loop still corrects       */
+#define SVM_POLISH_ACTIVE 1e-9 /* margins this close to 1 start in the polish set  */
+#define SVM_POLISH_ROUNDS 8   /* each round is two SVD solves                      */
+#define SVM_POLISH_SKIP 1e-12 /* an NNLS solution this good is polished only when */
+#define SVM_POLISH_CHEAP 1e9  /* |A|²·d <= this (two SVDs then take < ~1 s)       */
 #define SVM_KKT_FAIL 1e-6
 #define SVM_BLOCK_MAX 64      /* most columns entered per active-set step          */
 
@@ -79,6 +92,13 @@ static double norm2(const double *v, int64_t len)
     double s = 0;
     for (int64_t i = 0; i < len; i++) s += v[i] * v[i];
     return sqrt(s);
+}
+
+static double dot(const double *a, const double *b, int64_t len)
+{
+    double s = 0;
+    for (int64_t i = 0; i < len; i++) s += a[i] * b[i];
+    return s;
 }
 
 /* -------------------------------------------------------- least squares */
@@ -279,25 +299,26 @@ static void ldp_remove(ldp *s, int64_t p)
             RIJ(s, i, j) = cs * x + sn * y;
             RIJ(s, i + 1, j) = -sn * x + cs * y;
         }
-        double *qa = s->Q + i * m, *qb = s->Q + (i + 1) * m;
-        for (int64_t t = 0; t < m; t++) {
-            double x = qa[t], y = qb[t];
-            qa[t] = cs * x + sn * y;
-            qb[t] = -sn * x + cs * y;
-        }
+        bn_la_rot(m, s->Q + i * m, s->Q + (i + 1) * m, cs, sn);
     }
     s->k = k - 1;
+}
+
+/* out = R⁻¹ rhs (back substitution on the passive triangle). */
+static void ldp_back_substitute(const ldp *s, const double *rhs, double *out)
+{
+    for (int64_t i = s->k - 1; i >= 0; i--) {
+        double t = rhs[i];
+        for (int64_t j = i + 1; j < s->k; j++) t -= RIJ(s, i, j) * out[j];
+        out[i] = t / RIJ(s, i, i);
+    }
 }
 
 /* z = argmin ‖E_P z - f‖ = R⁻¹ Qᵀ f, and Qᵀ f is the last entry of each column. */
 static void ldp_solve(ldp *s)
 {
-    int64_t k = s->k, m = s->m;
-    for (int64_t i = k - 1; i >= 0; i--) {
-        double t = s->Q[i * m + (m - 1)];
-        for (int64_t j = i + 1; j < k; j++) t -= RIJ(s, i, j) * s->z[j];
-        s->z[i] = t / RIJ(s, i, i);
-    }
+    for (int64_t i = 0; i < s->k; i++) s->h[i] = s->Q[i * s->m + s->d];
+    ldp_back_substitute(s, s->h, s->z);
 }
 
 /* r = f - E u and g = Eᵀ r; returns ‖r‖. */
@@ -313,15 +334,33 @@ static double ldp_residual(ldp *s)
     return norm2(s->r, s->m);
 }
 
-/* Lawson–Hanson NNLS, entering up to B columns per step (the B largest
- * gradients; B grows with the passive set, so data where every sample is a
- * support vector needs O(log n) rather than n gradient evaluations per
- * doubling).  With B = 1 this is exactly their algorithm; with B > 1 it is
- * the same monotone active-set method, entering a face of higher dimension.
- * A fresh column that the first solve gives a nonpositive value is banned
- * until the next successful step (for B = 1 that can only be rounding).
- * Returns 1 when it converged, 0 when it ran out of steps (3n + 100, their
- * bound with room; never seen in practice). */
+/* Iterative refinement of the final u_P: many rank-one updates and Givens
+ * removals leave the QR slightly off, and the margins of passive samples are
+ * only as exact as the least-squares solve.  One correction from the true
+ * residual, u_P += R⁻¹ Qᵀ (f - E u), restores that (twice for good measure);
+ * it is skipped if it would push a value to zero. */
+static void ldp_refine(ldp *s)
+{
+    for (int it = 0; it < 2 && s->k > 0; it++) {
+        ldp_residual(s);
+        bn_la_gemv(0, s->k, s->m, 1.0, s->Q, s->r, 0.0, s->h);
+        ldp_back_substitute(s, s->h, s->z);
+        for (int64_t p = 0; p < s->k; p++)
+            if (!(s->u[s->cols[p]] + s->z[p] > 0)) return;
+        for (int64_t p = 0; p < s->k; p++) s->u[s->cols[p]] += s->z[p];
+    }
+}
+
+/* Lawson–Hanson NNLS, entering up to B columns per step: the B largest
+ * gradients, B = 1 + k/8 capped at SVM_BLOCK_MAX.  Each step costs a pass
+ * over Z for the gradient, so when every sample ends up a support vector
+ * this takes ~n/64 + 50 steps instead of n.  With B = 1 it is exactly their
+ * algorithm; with B > 1 it is the same monotone active-set method entering a
+ * face of higher dimension.  A fresh column that the first solve gives a
+ * nonpositive value is banned (for B = 1 that can only be rounding), and so
+ * is a whole block that made no progress; bans are lifted after the next
+ * step that did.  Returns 1 when it converged, 0 when it ran out of steps
+ * (3n + 100, their bound with room; never seen in practice). */
 static int ldp_run(ldp *s, double c)
 {
     ldp_reset(s, c);
@@ -334,12 +373,17 @@ static int ldp_run(ldp *s, double c)
     for (int64_t iter = 0; iter < max_iter; iter++) {
         double rho = ldp_residual(s);
         /* At the optimum g_j = c·r_{d+1}·(1 - margin_j): stop once no margin
-         * is short by more than 1e-13, or g is at its rounding level. */
-        double tol = fmax(1e-13 * c * s->r[s->d], 16 * DBL_EPSILON * rho * max_col);
+         * is short by more than 1e-13, or g is at the rounding level of a
+         * length-m dot product (~sqrt(m)·eps·‖e_j‖‖r‖, with room). */
+        double tol = fmax(1e-13 * c * s->r[s->d],
+                          4 * sqrt((double)s->m) * DBL_EPSILON * rho * max_col);
         int64_t nc = 0;
         for (int64_t i = 0; i < s->n; i++)
             if (!s->passive[i] && !s->banned[i] && s->g[i] > tol) s->cand[nc++] = i;
-        if (nc == 0) return 1;
+        if (nc == 0) {
+            ldp_refine(s);
+            return 1;
+        }
         int64_t B = 1 + s->k / 8;
         if (B > SVM_BLOCK_MAX) B = SVM_BLOCK_MAX;
         if (B > nc) B = nc;
@@ -366,11 +410,18 @@ static int ldp_run(ldp *s, double c)
                 }
             }
             if (worst < 0) {
+                int progress = 0;
                 for (int64_t p = 0; p < s->k; p++) {
                     s->u[s->cols[p]] = s->z[p];
+                    progress |= s->fresh[s->cols[p]];
                     s->fresh[s->cols[p]] = 0;
                 }
-                memset(s->banned, 0, (size_t)s->n);
+                /* A fresh column that stayed makes the objective drop, so
+                 * everything may be tried again; if none stayed, the step
+                 * went nowhere and the block must not be retried as is. */
+                if (progress) memset(s->banned, 0, (size_t)s->n);
+                else
+                    for (int64_t b = 0; b < B; b++) s->banned[s->cand[b]] = 1;
                 break;
             }
             for (int64_t p = 0; p < s->k; p++) {
@@ -435,11 +486,16 @@ static bn_status svm_kkt(const double *Z, int64_t n, int64_t d, const double *w,
     return BN_OK;
 }
 
-/* Least-norm w with Z_A w = 1 and λ_A with Z_Aᵀ λ_A = w; moves one index
- * per round while a margin or a multiplier is off by more than
- * SVM_POLISH_TOL.  `in_set` (n) is the starting set and is updated. */
-static bn_status svm_polish(const double *Z, int64_t n, int64_t d, unsigned char *in_set,
-                            double *w, double *lambda)
+/* Least-norm w with Z_A w = 1 and λ_A with Z_Aᵀ λ_A = w.  A starts as the
+ * NNLS's passive set plus every sample whose margin under w (the NNLS
+ * solution) is within SVM_POLISH_ACTIVE of 1: when several samples sit
+ * exactly on the margin but only some are passive (degenerate data such as
+ * active-margin, whose dual solutions form a line), the least-norm λ over
+ * all of them is the balanced one instead of an arbitrary vertex.  Then, for
+ * at most SVM_POLISH_ROUNDS rounds, a clearly negative λ leaves A or the
+ * most violated margin enters.  w is overwritten; `in_set` is work (n). */
+static bn_status svm_polish(const double *Z, int64_t n, int64_t d, const double *u,
+                            unsigned char *in_set, double *w, double *lambda)
 {
     double *za = alloc_doubles(n, d), *zat = alloc_doubles(d, n);
     double *ones = alloc_doubles(n, 1), *la = alloc_doubles(n, 1), *margin = alloc_doubles(n, 1);
@@ -449,7 +505,9 @@ static bn_status svm_polish(const double *Z, int64_t n, int64_t d, unsigned char
         st = bn_fail(BN_ERR_NOMEM, "SVM: cannot allocate the polishing step");
         goto done;
     }
-    for (int64_t round = 0; round < 2 * n + 10; round++) {
+    bn_la_gemv(0, n, d, 1.0, Z, w, 0.0, margin);
+    for (int64_t i = 0; i < n; i++) in_set[i] = u[i] > 0 || fabs(margin[i] - 1) <= SVM_POLISH_ACTIVE;
+    for (int round = 0; round < SVM_POLISH_ROUNDS; round++) {
         int64_t a = 0;
         for (int64_t i = 0; i < n; i++)
             if (in_set[i]) idx[a++] = i;
@@ -467,11 +525,11 @@ static bn_status svm_polish(const double *Z, int64_t n, int64_t d, unsigned char
         if (st != BN_OK) goto done;
         memset(lambda, 0, (size_t)n * sizeof(double));
         double lmax = 0;
-        int64_t low_p = -1;
+        int64_t low_p = 0;
         for (int64_t p = 0; p < a; p++) {
             lambda[idx[p]] = la[p];
             lmax = fmax(lmax, la[p]);
-            if (low_p < 0 || la[p] < la[low_p]) low_p = p;
+            if (la[p] < la[low_p]) low_p = p;
         }
         bn_la_gemv(0, n, d, 1.0, Z, w, 0.0, margin);
         int64_t short_i = -1;
@@ -480,9 +538,10 @@ static bn_status svm_polish(const double *Z, int64_t n, int64_t d, unsigned char
                 short_i = i;
         if (la[low_p] < -SVM_POLISH_TOL * lmax) in_set[idx[low_p]] = 0;
         else if (short_i >= 0) in_set[short_i] = 1;
-        else goto done;
+        else break;
     }
-    /* Out of rounds: the caller compares KKT violations and keeps the better. */
+    /* Still off after the last round: the caller keeps whichever of this and
+     * the NNLS solution has the smaller KKT violation. */
 done:
     free(za);
     free(zat);
@@ -558,18 +617,27 @@ static bn_status reference_svm(const double *xc, const double *y, int64_t n, int
         }
         c = fmax(SVM_C_MIN, c * rho);
     }
-    /* Back to unscaled units: w_s = -r_{1:d}/(c r_{d+1}), w = w_s/R, λ = u/(c r_{d+1} R²). */
-    double denom = c * s.r[d];
+    /* Back to unscaled units: w_s = -r_{1:d}/(c r_{d+1}), w = w_s/R,
+     * λ = u/(c r_{d+1} R²).  r_{d+1} = 1 - c·Σu loses digits to cancellation
+     * (it is ~γ² for c = 1); it only scales w and λ together, so the scale is
+     * taken instead from the passive margins, which are exactly 1 at the
+     * optimum. */
+    double denom = c * s.r[d], passive_margin = 0;
     for (int64_t t = 0; t < d; t++) w_nnls[t] = -s.r[t] / (denom * radius);
-    for (int64_t i = 0; i < n; i++) l_nnls[i] = s.u[i] / (denom * radius * radius);
+    for (int64_t p = 0; p < s.k; p++) passive_margin += dot(Z + s.cols[p] * d, w_nnls, d);
+    double fix = s.k > 0 && passive_margin > 0 ? (double)s.k / passive_margin : 1.0;
+    for (int64_t t = 0; t < d; t++) w_nnls[t] *= fix;
+    for (int64_t i = 0; i < n; i++) l_nnls[i] = fix * s.u[i] / (denom * radius * radius);
     kkt_report rep_nnls, rep;
     st = svm_kkt(Z, n, d, w_nnls, l_nnls, &rep_nnls);
     if (st != BN_OK) goto done;
 
-    for (int64_t i = 0; i < n; i++) in_set[i] = s.u[i] > 0;
-    st = svm_polish(Z, n, d, in_set, w, lambda);
-    if (st == BN_OK) st = svm_kkt(Z, n, d, w, lambda, &rep);
-    if (st != BN_OK || !(rep.violation <= rep_nnls.violation)) {
+    memcpy(w, w_nnls, (size_t)d * sizeof(double));
+    int polish = rep_nnls.violation > SVM_POLISH_SKIP ||
+                 (double)s.k * (double)s.k * (double)d <= SVM_POLISH_CHEAP;
+    st = polish ? svm_polish(Z, n, d, s.u, in_set, w, lambda) : BN_OK;
+    if (polish && st == BN_OK) st = svm_kkt(Z, n, d, w, lambda, &rep);
+    if (!polish || st != BN_OK || !(rep.violation <= rep_nnls.violation)) {
         bn_clear_error();
         st = BN_OK;
         memcpy(w, w_nnls, (size_t)d * sizeof(double));
