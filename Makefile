@@ -5,6 +5,8 @@
 #   make demo       run the embedded default delayed-spike example
 #   make test       the whole test suite (Criterion)
 #   make bench-cpu  CPU benchmark against the two-GEMM floor
+#   make bench-sharpness  one batched power-iteration step (HVP) against a GD step
+#   make bench-gpu  GPU benchmark (build/bench_gpu; needs CUDA=1 and a device)
 #   make asan       the test suite under ASan + UBSan (build-asan/)
 #   make CUDA=0     build without the CUDA backend even where nvcc exists
 
@@ -43,8 +45,8 @@ LIB      := $(BUILD)/libbnspike.a
 CLI      := $(BUILD)/bnspike
 TESTS    := $(BUILD)/bnspike_tests
 
-.PHONY: all deps demo test bench-cpu asan clean info FORCE
-all: info $(CLI) $(TESTS) $(BUILD)/bench_cpu
+.PHONY: all deps demo test bench-cpu bench-gpu bench-sharpness asan clean info FORCE
+all: info $(CLI) $(TESTS) $(BUILD)/bench_cpu $(BUILD)/bench_sharpness
 
 info:
 	@echo "bnspike build: CC=$(CC) CUDA=$(CUDA)$(if $(NVCC), (nvcc: $(NVCC)),  (no nvcc found))"
@@ -93,6 +95,12 @@ $(TESTS): $(TEST_OBJ) $(LIB) | $(CLI)
 $(BUILD)/bench_cpu: $(BUILD)/bench/bench_cpu.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BUILD)/bench_sharpness: $(BUILD)/bench/bench_sharpness.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/bench_gpu: $(BUILD)/bench/bench_gpu.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 demo: $(CLI)
 	$(CLI) demo --out demo-out
 
@@ -102,6 +110,12 @@ test: $(TESTS) $(CLI)
 
 bench-cpu: $(BUILD)/bench_cpu
 	$(BUILD)/bench_cpu $(BENCH_ARGS)
+
+bench-sharpness: $(BUILD)/bench_sharpness
+	$(BUILD)/bench_sharpness $(BENCH_ARGS)
+
+bench-gpu: $(BUILD)/bench_gpu
+	$(BUILD)/bench_gpu $(BENCH_ARGS)
 
 asan:
 	$(MAKE) BUILD=build-asan CUDA=0 OPT=-O1 \

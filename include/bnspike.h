@@ -326,8 +326,8 @@ typedef struct {
     int64_t diverged_step;      /* -1 if never                                   */
     int floor_reached;          /* r ≤ floor_factor·u at some step               */
     int64_t floor_step;         /* the first such step (-1)                      */
-    double rho_min;             /* min r over the run, and its step              */
-    int64_t rho_min_step;
+    double rho_min_run;         /* min r over the run, and its step              */
+    int64_t rho_min_run_step;
     double kappa_max;           /* max κ over the run (NaN for logistic)         */
     int64_t kappa_max_step;
     int edge_at_end;            /* the run ended inside a confirmed rising edge  */

@@ -12,6 +12,7 @@
 
 #include "internal.h"
 #include "bn_math.h"
+#include "bn_hvp_math.h"
 
 typedef struct bn_backend bn_backend;
 
@@ -62,6 +63,34 @@ typedef struct bn_backend_ops {
      * bn_record_slot(t) - slot0.  A backend fills this to fuse or capture steps. */
     bn_status (*run_steps)(bn_backend *be, const bn_step_plan *plan, int64_t t0, int64_t t1,
                            int64_t slot0);
+
+    /* ---------------------------------------------------- sharpness (issue 3)
+     * Optional: a backend that lacks them leaves all four NULL, and sharpness
+     * is refused with BN_ERR_UNAVAILABLE (sharpness.c).  Each applies one
+     * bn_hvp_math.h function to every column j (columns independent); layouts
+     * as above, hs: BN_HS_COUNT×S and ctl: BN_SC_COUNT×S, field-major.
+     * One HVP = product_xw (Udot = Xc·V) + hvp_columns + product_xtq (Xcᵀ·Qdot). */
+    /* bn_hvp_prepare_column(U[:,j], y, gamma[j]) → R[:,j], H2[:,j] (n×S), hs[:,j]. */
+    bn_status (*hvp_prepare_columns)(bn_backend *be, int64_t n, int64_t S, const void *U,
+                                     const void *y, const void *gamma, int logistic, void *R,
+                                     void *H2, void *hs);
+    /* hg[j] = bn_hvp_column(U, R, H2, hs of column j, Udot[:,j], vg[j], aw[j], ag[j],
+     * → Qdot[:,j]); aw, ag: S each, NULL = all ones. */
+    bn_status (*hvp_columns)(bn_backend *be, int64_t n, int64_t S, const void *U, const void *R,
+                             const void *H2, const void *hs, const void *Udot, const void *vg,
+                             const void *aw, const void *ag, void *Qdot, void *hg);
+    /* For columns with ctl[BN_SC_ACTIVE·S + j] != 0: bn_power_update_column(V[:,j], vg[j],
+     * X[:,j], xg[j], W[:,j], project, ctl + j); other columns untouched. */
+    bn_status (*power_update)(bn_backend *be, int64_t d, int64_t S, void *V, void *vg,
+                              const void *X, const void *xg, const void *W, int project,
+                              void *ctl);
+    /* For active columns: bn_lanczos_extend_column(k, QW + j·d, QG + j, X ? X[:,j] : NULL,
+     * xg + j, W[:,j], project, key = seed + j, counter, ctl + j, coef ? coef + j : NULL).
+     * QW: slots of d×S (slot i at QW + i·d·S), QG: slots of S, coef: (k+1)×S or NULL. */
+    bn_status (*lanczos_extend)(bn_backend *be, int64_t d, int64_t S, int64_t k, void *QW,
+                                void *QG, const void *X, const void *xg, const void *W,
+                                int project, uint64_t seed, uint64_t counter, void *ctl,
+                                void *coef);
 } bn_backend_ops;
 
 struct bn_backend {

@@ -4,6 +4,7 @@
  * the record arrays of MODEL.md.  It calls BLAS/CUDA only through the backend. */
 #include "backend.h"
 #include "rng.h"
+#include "sharpness.h"
 #include "sim_setup.h"
 
 #include <math.h>
@@ -43,6 +44,7 @@ struct bn_sim {
         *dscratch;
     int64_t *ddiv;
     int64_t ring_slots;
+    bn_sharp_log *sharp; /* sharpness records (issue 3), NULL when off */
 };
 
 int bn_sim_n_fields(void) { return F_COUNT; }
@@ -64,6 +66,8 @@ void bn_run_config_default(bn_run_config *c)
     c->w0_align = 0.0;
     c->w0_noise = 1.0;
     c->project_w0 = 1;
+    c->sharpness_tol = 1e-6;
+    c->sharpness_maxiter = 1000;
 }
 
 static bn_status check_setting(const char *what, double v, int allow_zero)
@@ -93,7 +97,7 @@ static bn_status validate_config(const bn_run_config *c, int64_t d)
     if (!c->w0 && (!isfinite(c->w0_align) || !isfinite(c->w0_noise) ||
                    (c->w0_align == 0 && c->w0_noise == 0)))
         return bn_fail(BN_ERR_ARG, "w0_align and w0_noise must be finite and not both 0");
-    return BN_OK;
+    return bn_sharp_validate(c, d);
 }
 
 /* The start of every trajectory, S×d row-major: explicit rows, or
@@ -166,7 +170,8 @@ static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
     size_t block = (size_t)BN_ST_COUNT * (size_t)S;
     sim->ring_slots = (int64_t)(BN_RING_BYTES / (block * rs));
     if (sim->ring_slots < 1) sim->ring_slots = 1;
-    if (sim->ring_slots > sim->R) sim->ring_slots = sim->R;
+    /* Sized for every step (an observer sees each one), capped by memory. */
+    if (sim->ring_slots > sim->cfg.steps + 1) sim->ring_slots = sim->cfg.steps + 1;
     BN_TRY(dev_alloc(be, (size_t)n * (size_t)d, rs, &sim->dXc));
     BN_TRY(dev_alloc(be, (size_t)n, rs, &sim->dy));
     BN_TRY(dev_alloc(be, (size_t)n, rs, &sim->duhat));
@@ -259,6 +264,9 @@ bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim *
     if (st == BN_OK) st = bn_setup_check_w0(xc, n, d, sim->w0, sim->S);
     if (st == BN_OK) st = bn_backend_open(cfg->backend, cfg->precision, cfg->threads, cfg->device, &sim->be);
     if (st == BN_OK) st = upload_problem(sim, xc, bn_dataset_y(ds), uhat, ehat);
+    if (st == BN_OK && cfg->sharpness_every > 0)
+        st = bn_sharp_log_create(sim->be, cfg, n, d, sim->dXc, sim->dy, sim->eta_w, sim->eta_gamma,
+                                 xc, sim->w0, sim->ref_info.rank, &sim->sharp);
     free(xc);
     free(ehat);
     free(uhat);
@@ -271,51 +279,62 @@ bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim *
     return BN_OK;
 }
 
-/* Turns ring slots [0, count) (records slot0 .. slot0+count-1) into record columns. */
-static bn_status collect_records(bn_sim *sim, int64_t slot0, int64_t count, int64_t t_first)
+/* Turns ring slots [0, count) — steps t_first.. on the ring schedule `ring_every` —
+ * into record columns (steps on the run's schedule) and observer calls. */
+static bn_status collect_records(bn_sim *sim, int64_t slot0, int64_t count, int64_t t_first,
+                                 int64_t ring_every, bn_step_observer observer, void *obs_user)
 {
     int64_t S = sim->S, R = sim->R;
     size_t block = (size_t)BN_ST_COUNT * (size_t)S;
-    double *host = malloc(block * (size_t)count * sizeof(double));
+    double *host = malloc(block * (size_t)count * sizeof(double) + (size_t)F_COUNT * (size_t)S * sizeof(double));
     if (!host) return bn_fail(BN_ERR_NOMEM, "cannot allocate the record staging buffer");
     bn_status st = download_real(sim->be, host, sim->dring, block * (size_t)count);
     if (st != BN_OK) {
         free(host);
         return st;
     }
+    double *row = host + block * (size_t)count; /* one step's fields, F_COUNT×S */
+    const double *fields[F_COUNT];
+    for (int f = 0; f < F_COUNT; f++) fields[f] = row + (size_t)f * (size_t)S;
     int64_t T = sim->cfg.steps, K = sim->cfg.every;
     int no_ref = sim->cfg.skip_reference;
     int64_t t = t_first;
-    for (int64_t k = 0; k < count; k++) {
-        int64_t slot = slot0 + k;
-        while (bn_record_slot(t, T, K) != slot) t++;
+    for (int64_t k = 0; k < count && st == BN_OK; k++) {
+        while (bn_record_slot(t, T, ring_every) != slot0 + k) t++;
         const double *st_blk = host + (size_t)k * block;
         for (int64_t j = 0; j < S; j++) {
-            size_t at = (size_t)j * (size_t)R + (size_t)slot;
             double loss = st_blk[BN_ST_LOSS * S + j], gam = st_blk[BN_ST_GAMMA * S + j];
             double s = st_blk[BN_ST_SNORM * S + j];
             double a = st_blk[BN_ST_ALPHA * S + j], b = st_blk[BN_ST_BETA * S + j];
             double as = st_blk[BN_ST_ALPHA_S * S + j], bs = st_blk[BN_ST_BETA_S * S + j];
             if (no_ref) a = b = as = bs = NAN;
-            sim->rec[F_STEP][at] = (double)t;
-            sim->rec[F_LOSS][at] = loss;
-            sim->rec[F_GAMMA][at] = gam;
-            sim->rec[F_WNORM][at] = st_blk[BN_ST_WNORM * S + j];
-            sim->rec[F_WNORM_S][at] = s;
-            sim->rec[F_ALPHA][at] = a;
-            sim->rec[F_BETA][at] = b;
-            sim->rec[F_RHO][at] = b / a;
-            sim->rec[F_ETA_EFF][at] = sim->eta_w[j] * gam / (s * s);
-            sim->rec[F_GNORM][at] = st_blk[BN_ST_GNORM * S + j];
-            sim->rec[F_GGAMMA][at] = st_blk[BN_ST_GGAMMA * S + j];
-            sim->rec[F_ALPHA_S][at] = as;
-            sim->rec[F_BETA_S][at] = bs;
-            sim->rec[F_RHO_S][at] = bs / as;
+            double v[F_COUNT];
+            v[F_STEP] = (double)t;
+            v[F_LOSS] = loss;
+            v[F_GAMMA] = gam;
+            v[F_WNORM] = st_blk[BN_ST_WNORM * S + j];
+            v[F_WNORM_S] = s;
+            v[F_ALPHA] = a;
+            v[F_BETA] = b;
+            v[F_RHO] = b / a;
+            v[F_ETA_EFF] = sim->eta_w[j] * gam / (s * s);
+            v[F_GNORM] = st_blk[BN_ST_GNORM * S + j];
+            v[F_GGAMMA] = st_blk[BN_ST_GGAMMA * S + j];
+            v[F_ALPHA_S] = as;
+            v[F_BETA_S] = bs;
+            v[F_RHO_S] = bs / as;
+            for (int f = 0; f < F_COUNT; f++) row[(size_t)f * (size_t)S + (size_t)j] = v[f];
         }
+        int64_t slot = bn_record_slot(t, T, K);
+        if (slot >= 0)
+            for (int f = 0; f < F_COUNT; f++)
+                for (int64_t j = 0; j < S; j++) sim->rec[f][(size_t)j * (size_t)R + (size_t)slot] = fields[f][j];
+        if (observer && observer(obs_user, t, fields, S))
+            st = bn_fail(BN_ERR_INTERRUPTED, "the step observer stopped the run at step %lld", (long long)t);
         t++;
     }
     free(host);
-    return BN_OK;
+    return st;
 }
 
 static double now_seconds(void)
@@ -340,6 +359,12 @@ static int64_t block_end(int64_t t0, int64_t T, int64_t K, int64_t slots, int64_
 
 bn_status bn_sim_run(bn_sim *sim, bn_progress_fn progress, void *user)
 {
+    return bn_sim_run_observed(sim, progress, user, NULL, NULL);
+}
+
+bn_status bn_sim_run_observed(bn_sim *sim, bn_progress_fn progress, void *user,
+                              bn_step_observer observer, void *obs_user)
+{
     bn_clear_error();
     if (sim->ran) return bn_fail(BN_ERR_ARG, "this simulation has already run; create a new one");
     sim->ran = 1;
@@ -351,9 +376,11 @@ bn_status bn_sim_run(bn_sim *sim, bn_progress_fn progress, void *user)
         .eta_w = sim->deta_w, .eta_gamma = sim->deta_g,
         .W = sim->dW, .gamma = sim->dgamma, .U = sim->dU, .Q = sim->dQ, .G = sim->dG,
         .stats_ring = sim->dring, .ring_slots = sim->ring_slots, .stats_scratch = sim->dscratch,
-        .diverged_step = sim->ddiv, .steps = sim->cfg.steps, .every = sim->cfg.every,
+        .diverged_step = sim->ddiv, .steps = sim->cfg.steps,
+        /* An observer sees every step, so the ring then holds every step. */
+        .every = observer ? 1 : sim->cfg.every,
     };
-    int64_t T = sim->cfg.steps, K = sim->cfg.every;
+    int64_t T = sim->cfg.steps, K = plan.every;
     /* Keep blocks to roughly a few GFLOP so progress and records flow. */
     double flop_step = 4.0 * (double)sim->n * (double)sim->d * (double)sim->S;
     int64_t max_steps = (int64_t)(2e10 / (flop_step + 1.0));
@@ -366,12 +393,19 @@ bn_status bn_sim_run(bn_sim *sim, bn_progress_fn progress, void *user)
         int64_t slot0 = -1;
         for (int64_t t = t0; t <= T && slot0 < 0; t++) slot0 = bn_record_slot(t, T, K);
         int64_t t1 = block_end(t0, T, K, sim->ring_slots, max_steps);
+        if (sim->sharp) {
+            /* Sharpness at the state of step t0, before its update; blocks end
+             * right before the next sharpness step. */
+            BN_TRY(bn_sharp_log_at(sim->sharp, t0, sim->dW, sim->dgamma));
+            int64_t ts = bn_sharp_log_next_step(sim->sharp, t0);
+            if (t1 > ts) t1 = ts;
+        }
         bn_status st = be->ops->run_steps ? be->ops->run_steps(be, &plan, t0, t1, slot0)
                                           : bn_run_steps_generic(be, &plan, t0, t1, slot0);
         if (st != BN_OK) return st;
         int64_t count = 0;
         for (int64_t t = t0; t < t1; t++) count += bn_record_slot(t, T, K) >= 0;
-        if (count) BN_TRY(collect_records(sim, slot0, count, t0));
+        if (count) BN_TRY(collect_records(sim, slot0, count, t0, K, observer, obs_user));
         t0 = t1;
         if (progress && progress(user, t0 > T ? T : t0, T)) {
             sim->wall = now_seconds() - t_start;
@@ -390,6 +424,7 @@ bn_status bn_sim_run(bn_sim *sim, bn_progress_fn progress, void *user)
 void bn_sim_free(bn_sim *sim)
 {
     if (!sim) return;
+    bn_sharp_log_free(sim->sharp);
     if (sim->be) {
         void *bufs[] = {sim->dXc, sim->dy, sim->duhat, sim->dehat, sim->deta_w, sim->deta_g,
                         sim->dW, sim->dgamma, sim->dU, sim->dQ, sim->dG, sim->dring,
@@ -436,3 +471,18 @@ bn_backend_kind bn_sim_backend(const bn_sim *sim) { return sim->be->kind; }
 const char *bn_sim_backend_desc(const bn_sim *sim) { return sim->be->desc; }
 int bn_sim_threads(const bn_sim *sim) { return sim->be->threads; }
 double bn_sim_wall_seconds(const bn_sim *sim) { return sim->wall; }
+
+int bn_sim_n_sharpness_arrays(const bn_sim *sim) { return bn_sharp_log_n_arrays(sim->sharp); }
+bn_status bn_sim_sharpness_array(const bn_sim *sim, int i, bn_sim_array *out)
+{
+    return bn_sharp_log_array(sim->sharp, i, out);
+}
+bn_status bn_sim_sharpness_find(const bn_sim *sim, const char *name, bn_sim_array *out)
+{
+    for (int i = 0; i < bn_sharp_log_n_arrays(sim->sharp); i++)
+        if (bn_sharp_log_array(sim->sharp, i, out) == BN_OK && strcmp(out->name, name) == 0) return BN_OK;
+    memset(out, 0, sizeof *out);
+    return bn_fail(BN_ERR_ARG, "no sharpness array named '%s'%s", name,
+                   sim->sharp ? "" : " (sharpness is off: set sharpness_every)");
+}
+void bn_sim_sharpness_info(const bn_sim *sim, bn_sharpness_info *info) { bn_sharp_log_info(sim->sharp, info); }

@@ -46,13 +46,34 @@ static const char run_help[] =
     "  --out DIR                output folder (bnspike-out)\n"
     "  --quiet                  no progress line\n"
     "  -h, --help               this text\n"
+    "sharpness (eigenvalues of the Hessian H of L in (w, gamma) at the state of a\n"
+    "step, before its update; all trajectories at once, exact HVPs, no autograd):\n"
+    "  --sharpness-every K      at steps 0, K, 2K, ... and the last (0 = off): arrays\n"
+    "                           sharpness = lambda_max(H), sharpness_weighted =\n"
+    "                           lambda_max(P^1/2 H P^1/2), P = diag(eta_w I, eta_gamma)\n"
+    "                           (hold it against 2), sharpness_sphere = the same on\n"
+    "                           directions orthogonal to (w, 0), sharpness_iters,\n"
+    "                           sharpness_converged, sharpness_shift, sharpness_step\n"
+    "  --sharpness power|exact  shifted power iteration, warm-started from the last\n"
+    "                           record (power); or the dense Hessian and LAPACK,\n"
+    "                           d <= 1024 (exact)\n"
+    "  --sharpness-tol X        relative change that stops the power iteration (1e-6)\n"
+    "  --sharpness-maxiter N    Hessian-vector products per power iteration (1000)\n"
+    "  --sharpness-sphere weighted|plain\n"
+    "                           sharpness_sphere from P^1/2 H P^1/2 or from H (weighted)\n"
+    "  --eigs k                 also the top-k eigenvalues per record (Lanczos with full\n"
+    "                           reorthogonalization; exact method: LAPACK): array eigs\n"
+    "  --eigs-of hessian|weighted|sphere\n"
+    "                           the operator of --eigs (hessian)\n"
+    "  --eigs-maxiter M         Lanczos basis size limit (0 = min(d+1, 6k+60))\n"
     "\n"
     "Load the result in Python with: z = numpy.load('DIR/trajectories.npz')\n";
 
 enum {
     O_X = 256, O_Y, O_CSV, O_DATA, O_LOSS, O_ETA_W, O_ETA_G, O_GAMMA0, O_STEPS, O_SEEDS, O_SEED,
     O_W0_SCALE, O_W0_ALIGN, O_W0_NOISE, O_W0, O_NO_PROJECT, O_REF, O_PREC, O_BACKEND, O_DEVICE,
-    O_THREADS, O_EVERY, O_OUT, O_QUIET
+    O_THREADS, O_EVERY, O_OUT, O_QUIET, O_SH_EVERY, O_SH_METHOD, O_SH_TOL, O_SH_MAXIT, O_SH_SPHERE,
+    O_EIGS, O_EIGS_OF, O_EIGS_MAXIT
 };
 
 static const struct option run_options[] = {
@@ -80,6 +101,14 @@ static const struct option run_options[] = {
     {"every", required_argument, 0, O_EVERY},
     {"out", required_argument, 0, O_OUT},
     {"quiet", no_argument, 0, O_QUIET},
+    {"sharpness-every", required_argument, 0, O_SH_EVERY},
+    {"sharpness", required_argument, 0, O_SH_METHOD},
+    {"sharpness-tol", required_argument, 0, O_SH_TOL},
+    {"sharpness-maxiter", required_argument, 0, O_SH_MAXIT},
+    {"sharpness-sphere", required_argument, 0, O_SH_SPHERE},
+    {"eigs", required_argument, 0, O_EIGS},
+    {"eigs-of", required_argument, 0, O_EIGS_OF},
+    {"eigs-maxiter", required_argument, 0, O_EIGS_MAXIT},
     {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -141,6 +170,31 @@ static int parse_run_options(int argc, char **argv, cli_run *run, data_args *da)
             c->threads = (int)v;
             break;
         case O_NO_PROJECT: c->project_w0 = 0; break;
+        case O_SH_EVERY: rc = cli_parse_i64("--sharpness-every", optarg, 0, &c->sharpness_every); break;
+        case O_SH_METHOD:
+            if (strcmp(optarg, "power") == 0) c->sharpness_method = BN_SHARPNESS_POWER;
+            else if (strcmp(optarg, "exact") == 0) c->sharpness_method = BN_SHARPNESS_EXACT;
+            else return cli_usage_error("run", "--sharpness: expected power or exact, got '%s'", optarg);
+            break;
+        case O_SH_TOL:
+            rc = cli_parse_double("--sharpness-tol", optarg, &c->sharpness_tol);
+            if (!rc && !(c->sharpness_tol > 0 && c->sharpness_tol < 1))
+                return cli_usage_error("run", "--sharpness-tol must be in (0, 1), got %s", optarg);
+            break;
+        case O_SH_MAXIT: rc = cli_parse_i64("--sharpness-maxiter", optarg, 1, &c->sharpness_maxiter); break;
+        case O_SH_SPHERE:
+            if (strcmp(optarg, "weighted") == 0) c->sharpness_sphere_plain = 0;
+            else if (strcmp(optarg, "plain") == 0) c->sharpness_sphere_plain = 1;
+            else return cli_usage_error("run", "--sharpness-sphere: expected weighted or plain, got '%s'", optarg);
+            break;
+        case O_EIGS: rc = cli_parse_i64("--eigs", optarg, 0, &c->eigs); break;
+        case O_EIGS_OF:
+            if (strcmp(optarg, "hessian") == 0) c->eigs_operator = BN_EIGS_HESSIAN;
+            else if (strcmp(optarg, "weighted") == 0) c->eigs_operator = BN_EIGS_WEIGHTED;
+            else if (strcmp(optarg, "sphere") == 0) c->eigs_operator = BN_EIGS_SPHERE;
+            else return cli_usage_error("run", "--eigs-of: expected hessian, weighted or sphere, got '%s'", optarg);
+            break;
+        case O_EIGS_MAXIT: rc = cli_parse_i64("--eigs-maxiter", optarg, 0, &c->eigs_maxiter); break;
         case O_OUT: run->out_dir = optarg; break;
         case O_QUIET: run->quiet = 1; break;
         case 'h': fputs(run_help, stdout); return -1;
@@ -155,6 +209,8 @@ static int parse_run_options(int argc, char **argv, cli_run *run, data_args *da)
         return cli_usage_error("run", "no data given: use --x X.npy --y Y.npy, --csv FILE or --data NAME");
     if (sources > 1) return cli_usage_error("run", "give only one of --x/--y, --csv and --data");
     if ((da->x != NULL) != (da->y != NULL)) return cli_usage_error("run", "--x and --y go together");
+    if (c->eigs > 0 && c->sharpness_every == 0)
+        return cli_usage_error("run", "--eigs needs --sharpness-every K (the steps to compute them at)");
     return 0;
 }
 

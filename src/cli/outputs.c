@@ -88,6 +88,12 @@ static bn_status write_npz(const char *path, const bn_run_config *cfg, const bn_
     if (!st) st = bn_npz_add_f64(z, "w0", bn_sim_w0(sim), 2, sd);
     if (!st) st = bn_npz_add_i64(z, "diverged_step", bn_sim_diverged_step(sim), 1, s1);
     if (!st) st = add_settings(z, cfg, S);
+    for (int i = 0; !st && i < bn_sim_n_sharpness_arrays(sim); i++) { /* issue 3 */
+        bn_sim_array a;
+        st = bn_sim_sharpness_array(sim, i, &a);
+        if (!st) st = a.f64 ? bn_npz_add_f64(z, a.name, a.f64, a.ndim, a.shape)
+                            : bn_npz_add_i64(z, a.name, a.i64, a.ndim, a.shape);
+    }
     if (!st) st = bn_npz_write(z, path);
     bn_npz_free(z);
     return st;
@@ -117,6 +123,51 @@ static void json_config(json_out *j, const bn_run_config *c)
     json_string(j, "reference", c->skip_reference ? "none" : c->w_ref ? "given (--ref)"
                                 : c->loss == BN_LOSS_SQUARE ? "least squares (min-norm)"
                                                             : "hard-margin SVM (centered, no bias)");
+    json_end_object(j);
+}
+
+/* Sharpness settings and outcome (issue 3); absent when sharpness is off. */
+static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *sim)
+{
+    if (c->sharpness_every <= 0) return;
+    bn_sharpness_info info;
+    bn_sim_sharpness_info(sim, &info);
+    int exact = c->sharpness_method == BN_SHARPNESS_EXACT;
+    json_begin_object(j, "sharpness");
+    json_int(j, "every", c->sharpness_every);
+    json_int(j, "records", info.records);
+    json_string(j, "method", exact ? "exact (dense Hessian from d+1 HVPs, LAPACK dsyevd)"
+                                   : "power (shifted, warm-started, batched)");
+    json_string(j, "state", "(w_t, gamma_t) of the recorded step, before its update");
+    json_begin_array(j, "kinds");
+    json_string(j, NULL, "sharpness: lambda_max(H), H the (d+1)x(d+1) Hessian in (w, gamma)");
+    json_string(j, NULL, "sharpness_weighted: lambda_max(P^1/2 H P^1/2), P = diag(eta_w I, eta_gamma)");
+    json_string(j, NULL, c->sharpness_sphere_plain
+                             ? "sharpness_sphere: lambda_max(Pi H Pi) on range(Pi), Pi = I - (w/|w|,0)(w/|w|,0)^T"
+                             : "sharpness_sphere: lambda_max(Pi P^1/2 H P^1/2 Pi) on range(Pi), Pi = I - (w/|w|,0)(w/|w|,0)^T");
+    json_end_array(j);
+    json_string(j, "sphere", c->sharpness_sphere_plain ? "plain" : "weighted");
+    if (!exact) {
+        json_number(j, "tol", c->sharpness_tol);
+        json_number(j, "tol_effective", info.tol_effective);
+        json_int(j, "maxiter", c->sharpness_maxiter);
+        json_string(j, "shift", "iterate on H - sigma I; when the Rayleigh quotient settles below sigma "
+                                "(dominant negative eigenvalue), sigma becomes it and the column restarts; "
+                                "reported value = largest Rayleigh quotient (a lower bound of lambda_max)");
+        json_int(j, "not_converged", info.not_converged);
+        json_int(j, "shifted", info.shifted);
+    }
+    if (c->eigs > 0) {
+        json_int(j, "eigs", c->eigs);
+        json_string(j, "eigs_of", c->eigs_operator == BN_EIGS_HESSIAN ? "hessian"
+                                  : c->eigs_operator == BN_EIGS_WEIGHTED ? "weighted" : "sphere");
+        if (!exact) {
+            json_string(j, "eigs_method", "Lanczos, full reorthogonalization, restarts after breakdown");
+            json_int(j, "eigs_maxiter", info.eigs_maxiter);
+            json_int(j, "eigs_not_converged", info.eigs_not_converged);
+        }
+    }
+    json_number(j, "seconds", info.seconds);
     json_end_object(j);
 }
 
@@ -166,6 +217,7 @@ static bn_status write_json(const char *path, const cli_run *run, const bn_datas
     json_string(&j, "checksum_fnv1a64", sum);
     json_end_object(&j);
     json_reference(&j, bn_sim_ref_info(sim), run->cfg.skip_reference);
+    json_sharpness(&j, &run->cfg, sim);
     json_string(&j, "backend", bn_backend_name(bn_sim_backend(sim)));
     json_string(&j, "backend_detail", bn_sim_backend_desc(sim));
     json_int(&j, "threads", bn_sim_threads(sim));

@@ -1,15 +1,12 @@
 /* Template body of the CPU backend's precision-specific ops: included by
  * cpu_backend.c with REAL = double (fp64) and REAL = float (fp32).
- * CBLAS_GEMM names cblas_dgemm or cblas_sgemm.  No include guard on purpose. */
+ * BN_SFX(cpu_gemm) (cpu_backend.c) computes C = op(A)·B.  No include guard on purpose. */
 
 /* U = Xc·W.  Xc: n×d col-major, W: d×S col-major, U: n×S col-major. */
 static bn_status BN_SFX(cpu_product_xw)(bn_backend *be, int64_t n, int64_t d, int64_t S,
                                         const void *Xc, const void *W, void *U)
 {
-    (void)be;
-    CBLAS_GEMM(CblasColMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)S, (blasint)d,
-               (REAL)1, (const REAL *)Xc, (blasint)n, (const REAL *)W, (blasint)d, (REAL)0,
-               (REAL *)U, (blasint)n);
+    BN_SFX(cpu_gemm)(be, 0, n, S, d, (const REAL *)Xc, n, (const REAL *)W, d, (REAL *)U, n);
     return BN_OK;
 }
 
@@ -17,10 +14,7 @@ static bn_status BN_SFX(cpu_product_xw)(bn_backend *be, int64_t n, int64_t d, in
 static bn_status BN_SFX(cpu_product_xtq)(bn_backend *be, int64_t n, int64_t d, int64_t S,
                                          const void *Xc, const void *Q, void *G)
 {
-    (void)be;
-    CBLAS_GEMM(CblasColMajor, CblasTrans, CblasNoTrans, (blasint)d, (blasint)S, (blasint)n,
-               (REAL)1, (const REAL *)Xc, (blasint)n, (const REAL *)Q, (blasint)n, (REAL)0,
-               (REAL *)G, (blasint)d);
+    BN_SFX(cpu_gemm)(be, 1, d, S, n, (const REAL *)Xc, n, (const REAL *)Q, n, (REAL *)G, d);
     return BN_OK;
 }
 
@@ -64,6 +58,8 @@ static bn_status BN_SFX(cpu_update_columns)(bn_backend *be, int64_t d, int64_t S
     return BN_OK;
 }
 
+#include "cpu_hvp_impl.h"
+
 static const bn_backend_ops BN_SFX(cpu_ops) = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -77,4 +73,8 @@ static const bn_backend_ops BN_SFX(cpu_ops) = {
     .forward_columns = BN_SFX(cpu_forward_columns),
     .update_columns = BN_SFX(cpu_update_columns),
     .run_steps = NULL,
+    .hvp_prepare_columns = BN_SFX(cpu_hvp_prepare_columns),
+    .hvp_columns = BN_SFX(cpu_hvp_columns),
+    .power_update = BN_SFX(cpu_power_update),
+    .lanczos_extend = BN_SFX(cpu_lanczos_extend),
 };

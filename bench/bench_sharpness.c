@@ -1,0 +1,237 @@
+/* Sharpness benchmark (issue 3): one batched power-iteration step (one exact
+ * HVP = two matrix products + the column pass, the vector update power_update
+ * and the O(S) control download, exactly what bn_sharp_power runs per
+ * iteration) against one GD step, side by side, same backend, same threads.
+ *
+ *   build/bench_sharpness [--threads N] [--quick] [--fp32]
+ *
+ * GD step (ops): the four primitives of a step as step.c calls them
+ *   (U = Xc·W, forward_columns, G = Xcᵀ·Q, update_columns), no records;
+ * GD step (run): ms per step of a bn_sim run recording every step (as
+ *   bench_cpu measures it), i.e. what a user's run costs per step;
+ * power step: bn_sharp_power_iteration, every column active.
+ * The target of the issue is power/GD(ops) ≤ 1.2.  Times are medians over
+ * repetitions of ~0.1 s each; compare ratios, not absolute numbers, on a
+ * shared machine. */
+#include "backend.h"
+#include "sharpness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_sharpness: %s: %s\n", what, bn_last_error());
+    exit(1);
+}
+
+#define CHECK(expr, what)                      \
+    do {                                       \
+        if ((expr) != BN_OK) die(what);        \
+    } while (0)
+
+typedef struct {
+    bn_backend *be;
+    int64_t n, d, S;
+    void *Xc, *y, *zn, *zd, *W, *U, *Q, *G, *gam, *eta, *st;
+    int64_t *div;
+    bn_sharp *sh;
+} setup;
+
+static void *dalloc(bn_backend *be, size_t count)
+{
+    void *p = NULL;
+    CHECK(be->ops->alloc(be, (count ? count : 1) * bn_real_size(be->precision), &p), "alloc");
+    return p;
+}
+
+static void upload(bn_backend *be, void *dst, const double *src, size_t count)
+{
+    if (be->precision == BN_FP64) {
+        CHECK(be->ops->upload(be, dst, src, count * sizeof(double)), "upload");
+        return;
+    }
+    float *t = malloc(count * sizeof(float) + 4);
+    for (size_t i = 0; i < count; i++) t[i] = (float)src[i];
+    CHECK(be->ops->upload(be, dst, t, count * sizeof(float)), "upload");
+    free(t);
+}
+
+static void setup_open(setup *s, const bn_dataset *ds, int64_t S, bn_precision prec, int threads)
+{
+    memset(s, 0, sizeof *s);
+    CHECK(bn_backend_open(BN_BACKEND_CPU, prec, threads, 0, &s->be), "backend");
+    int64_t n = bn_dataset_n(ds), d = bn_dataset_d(ds);
+    s->n = n;
+    s->d = d;
+    s->S = S;
+    double *xc = NULL;
+    CHECK(bn_dataset_centered(ds, &xc), "centered");
+    double *cm = malloc((size_t)(n * d) * sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < d; k++) cm[i + k * n] = xc[i * d + k];
+    free(xc);
+    bn_backend *be = s->be;
+    s->Xc = dalloc(be, (size_t)(n * d));
+    upload(be, s->Xc, cm, (size_t)(n * d));
+    free(cm);
+    s->y = dalloc(be, (size_t)n);
+    upload(be, s->y, bn_dataset_y(ds), (size_t)n);
+    s->zn = dalloc(be, (size_t)n); /* zeros: no reference direction */
+    s->zd = dalloc(be, (size_t)d);
+    double *w = malloc((size_t)(d * S) * sizeof(double)), *g = malloc((size_t)S * sizeof(double));
+    for (int64_t i = 0; i < d * S; i++) w[i] = sin(0.37 * (double)i + 1.0);
+    for (int64_t j = 0; j < S; j++) g[j] = 0.5 + 0.01 * (double)j;
+    s->W = dalloc(be, (size_t)(d * S));
+    upload(be, s->W, w, (size_t)(d * S));
+    s->gam = dalloc(be, (size_t)S);
+    upload(be, s->gam, g, (size_t)S);
+    double *eta = malloc((size_t)S * sizeof(double)), *eg = malloc((size_t)S * sizeof(double));
+    for (int64_t j = 0; j < S; j++) {
+        eta[j] = 1e-3; /* tiny steps: the state hardly moves while timing */
+        eg[j] = 1e-3;
+    }
+    s->eta = dalloc(be, (size_t)S);
+    upload(be, s->eta, eta, (size_t)S);
+    s->U = dalloc(be, (size_t)(n * S));
+    s->Q = dalloc(be, (size_t)(n * S));
+    s->G = dalloc(be, (size_t)(d * S));
+    s->st = dalloc(be, (size_t)(BN_ST_COUNT * S));
+    CHECK(be->ops->alloc(be, (size_t)S * sizeof(int64_t), (void **)&s->div), "alloc");
+    memset(s->div, 0xff, (size_t)S * sizeof(int64_t)); /* CPU: host memory; -1 */
+    bn_sharp_setup su = {.n = n, .d = d, .S = S, .Xc = s->Xc, .y = s->y, .eta_w = eta, .eta_gamma = eg,
+                         .seed = 1, .tol = 1e-6, .maxiter = 1000};
+    CHECK(bn_sharp_create(be, &su, &s->sh), "sharpness engine");
+    CHECK(bn_sharp_set_state(s->sh, s->W, s->gam), "state");
+    free(w);
+    free(g);
+    free(eta);
+    free(eg);
+}
+
+static void setup_close(setup *s)
+{
+    bn_sharp_free(s->sh);
+    void *b[] = {s->Xc, s->y, s->zn, s->zd, s->W, s->U, s->Q, s->G, s->gam, s->eta, s->st, s->div};
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) s->be->ops->dealloc(s->be, b[i]);
+    bn_backend_close(s->be);
+}
+
+static void gd_step(setup *s)
+{
+    const bn_backend_ops *o = s->be->ops;
+    CHECK(o->product_xw(s->be, s->n, s->d, s->S, s->Xc, s->W, s->U), "xw");
+    CHECK(o->forward_columns(s->be, s->n, s->S, s->U, s->y, s->zn, s->gam, 0, s->Q, s->st), "forward");
+    CHECK(o->product_xtq(s->be, s->n, s->d, s->S, s->Xc, s->Q, s->G), "xtq");
+    CHECK(o->update_columns(s->be, s->d, s->S, s->W, s->G, s->zd, s->eta, s->eta, s->gam, 1, s->st, 0, s->div),
+          "update");
+}
+
+static void power_step(setup *s) { CHECK(bn_sharp_power_iteration(s->sh, 0), "power iteration"); }
+
+/* Median seconds per call of fn over `reps` repetitions of ~0.1 s. */
+static double time_it(void (*fn)(setup *), setup *s, int reps)
+{
+    double t[15];
+    int iters = 1;
+    for (int r = -1; r < reps; r++) {
+        double t0 = now();
+        for (int i = 0; i < iters; i++) fn(s);
+        double el = now() - t0;
+        if (r < 0) {
+            iters = (int)fmax(3, fmin(1e6, 0.1 / fmax(el, 1e-9)));
+            continue;
+        }
+        t[r] = el / iters;
+    }
+    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    return t[reps / 2];
+}
+
+/* ms per step of a bn_sim run that records every step (like bench_cpu). */
+static double sim_seconds(const bn_dataset *ds, int64_t S, bn_precision prec, int threads, int reps)
+{
+    bn_run_config c;
+    bn_run_config_default(&c);
+    c.backend = BN_BACKEND_CPU;
+    c.precision = prec;
+    c.threads = threads;
+    c.seeds = S;
+    c.skip_reference = 1;
+    c.project_w0 = 0;
+    c.eta_w = 0.1;
+    int64_t steps = 10;
+    double t[15];
+    for (int r = -1; r < reps; r++) {
+        c.steps = steps;
+        bn_sim *sim = NULL;
+        CHECK(bn_sim_create(ds, &c, &sim), "sim");
+        double t0 = now();
+        CHECK(bn_sim_run(sim, NULL, NULL), "run");
+        double per = (now() - t0) / (double)(steps + 1);
+        bn_sim_free(sim);
+        if (r < 0) {
+            steps = (int64_t)fmax(5, fmin(1e6, 0.1 / fmax(per, 1e-9)));
+            continue;
+        }
+        t[r] = per;
+    }
+    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    return t[reps / 2];
+}
+
+int main(int argc, char **argv)
+{
+    int threads = 2, quick = 0, fp32 = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--fp32")) fp32 = 1;
+        else {
+            fprintf(stderr, "usage: bench_sharpness [--threads N] [--quick] [--fp32]\n");
+            return 2;
+        }
+    }
+    bn_precision prec = fp32 ? BN_FP32 : BN_FP64;
+    struct { int64_t n, d, S; } cases[] = {{64, 256, 256}, {64, 256, 1}, {2048, 4096, 32}};
+    int reps = quick ? 3 : 7;
+    printf("bnspike sharpness benchmark: square loss, %s, CPU, %d threads\n", bn_precision_name(prec), threads);
+    printf("%6s %6s %6s %14s %14s %14s %10s %10s\n", "n", "d", "S", "GD ops ms", "GD run ms", "power ms",
+           "pow/GDops", "pow/GDrun");
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int64_t n = cases[k].n, d = cases[k].d, S = cases[k].S;
+        if (quick && n > 1000) continue;
+        char spec[128];
+        snprintf(spec, sizeof spec, "gaussian:n=%lld,d=%lld,seed=1", (long long)n, (long long)d);
+        bn_dataset *ds = NULL;
+        CHECK(bn_dataset_generate(spec, BN_LOSS_SQUARE, &ds), "data");
+        setup s;
+        setup_open(&s, ds, S, prec, threads);
+        CHECK(bn_sharp_power_prepare(s.sh, 0), "prepare");
+        double gd = time_it(gd_step, &s, reps);
+        double pw = time_it(power_step, &s, reps);
+        setup_close(&s);
+        double run = sim_seconds(ds, S, prec, threads, reps);
+        bn_dataset_free(ds);
+        printf("%6lld %6lld %6lld %14.4f %14.4f %14.4f %10.2f %10.2f\n", (long long)n, (long long)d, (long long)S,
+               1e3 * gd, 1e3 * run, 1e3 * pw, pw / gd, pw / run);
+        fflush(stdout);
+    }
+    return 0;
+}

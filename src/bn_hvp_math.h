@@ -1,0 +1,80 @@
+/* Per-column math of the sharpness computation (issue 3), written once as
+ * static inline functions that the C compiler and nvcc both include, like
+ * bn_math.h: the exact Hessian-vector product of MODEL.md ("Hessian-vector
+ * product", forward over reverse) and the vector updates of the batched power
+ * iteration and Lanczos process.  A backend's sharpness ops (backend.h) apply
+ * these functions to every column of a batch; the CUDA backend may split a
+ * column over a thread group, using the scalar helpers (bn_hvp_coeffs,
+ * bn_hvp_qdot_elem) so that the formulas stay the same.
+ *
+ * fp32 and fp64 come from the same text: bn_hvp_math_impl.h is included twice
+ * with REAL set to float and double.  Names carry the suffix _f32 / _f64.
+ *
+ * Vectors of the (d+1)-dimensional parameter space (w, γ) are stored as a
+ * w-part (a column of a d×S matrix) and a γ-part (one entry of an S array). */
+#ifndef BN_HVP_MATH_H
+#define BN_HVP_MATH_H
+
+#include "bn_math.h"
+
+/* Per-column state of the HVP at (w, γ), written by bn_hvp_prepare_column.
+ * Layout: hs[field * S + column] (field-major, like the stats block). */
+enum {
+    BN_HS_S = 0, /* s = ‖u‖/√n                      */
+    BN_HS_GAMMA, /* γ                               */
+    BN_HS_C,     /* c = uᵀr/(n s²)                  */
+    BN_HS_UR,    /* uᵀr                             */
+    BN_HS_HUU,   /* Σ h_i u_i², h = ℓ''(z)/n         */
+    BN_HS_COUNT
+};
+
+/* The control block of the iteration ops: ctl[field * S + column], backend
+ * precision.  The host writes the inputs, the ops write the outputs; fields
+ * are ordered so that each group is one contiguous transfer. */
+enum {
+    BN_SC_ACTIVE = 0, /* in: ≠ 0 when the column takes part (others untouched)  */
+    BN_SC_SIGMA,      /* in: shift σ of the power iteration                       */
+    BN_SC_NV,         /* in/out: norm of the stored (unnormalized) power vector   */
+    BN_SC_MU,         /* out: Rayleigh quotient of the power iteration            */
+    BN_SC_ALPHA,      /* out: Lanczos α_k = q_kᵀ A q_k                            */
+    BN_SC_BETA,       /* out: norm of the new Lanczos/start vector before scaling */
+    BN_SC_COUNT
+};
+
+/* Deterministic pseudo-random start vectors: entry i (0..d, d = the γ-part) of
+ * the vector (key, counter) is a pure function of the three, uniform in
+ * [-1, 1), identical on CPU and GPU (integer hashing, one exact conversion).
+ * key is the trajectory's seed id, so a trajectory's vectors do not depend on
+ * its position in the batch. */
+BN_HD static inline uint64_t bn_hvp_mix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+BN_HD static inline double bn_hvp_random(uint64_t key, uint64_t counter, int64_t i)
+{
+    uint64_t h = bn_hvp_mix64(key ^ bn_hvp_mix64(counter ^ bn_hvp_mix64((uint64_t)i + 0x5851F42D4C957F2Dull)));
+    /* 53 random bits → [0, 1) exactly, then [-1, 1). */
+    return (double)(h >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+}
+
+#define REAL double
+#define BN_SFX(name) name##_f64
+#define R_SQRT sqrt
+#include "bn_hvp_math_impl.h"
+#undef REAL
+#undef BN_SFX
+#undef R_SQRT
+
+#define REAL float
+#define BN_SFX(name) name##_f32
+#define R_SQRT sqrtf
+#include "bn_hvp_math_impl.h"
+#undef REAL
+#undef BN_SFX
+#undef R_SQRT
+
+#endif

@@ -1,0 +1,224 @@
+/* Template body of bn_hvp_math.h: included with REAL = double and REAL = float.
+ * No include guard on purpose.
+ *
+ * Notation (MODEL.md): u = Xc w, s = ‖u‖/√n, z = γu/s, r = ℓ'(z)/n,
+ * c = uᵀr/(n s²); h = ℓ''(z)/n.  Direction (v, δ) for (w, γ), u̇ = Xc v. */
+
+/* State pass of one column, after u = Xc w:
+ *   r_out[i] = ℓ'(z_i)/n, h_out[i] = ℓ''(z_i)/n (n each),
+ *   hs: column j of the BN_HS block (stride S between fields).
+ * z is computed exactly as bn_forward_column does (g_s = γ/s, z = g_s·u). */
+BN_HD static inline void BN_SFX(bn_hvp_prepare_column)(int64_t n, const REAL *u, const REAL *y,
+                                                       REAL gamma, int logistic, REAL *r_out,
+                                                       REAL *h_out, REAL *hs, int64_t S)
+{
+    REAL ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += u[i] * u[i];
+    REAL rn = (REAL)n;
+    REAL s = R_SQRT(ss / rn);
+    REAL g_s = gamma / s;
+    REAL ur = 0, huu = 0;
+    for (int64_t i = 0; i < n; i++) {
+        REAL z = g_s * u[i];
+        REAL r = BN_SFX(bn_loss_d1)(logistic, z, y[i]) / rn;
+        REAL h = BN_SFX(bn_loss_d2)(logistic, z, y[i]) / rn;
+        r_out[i] = r;
+        h_out[i] = h;
+        ur += u[i] * r;
+        huu += h * u[i] * u[i];
+    }
+    hs[BN_HS_S * S] = s;
+    hs[BN_HS_GAMMA * S] = gamma;
+    hs[BN_HS_C * S] = ur / (rn * s * s);
+    hs[BN_HS_UR * S] = ur;
+    hs[BN_HS_HUU * S] = huu;
+}
+
+/* The scalars of one HVP column.  ż = A·u + B·u̇ with A = δ/s - γṡ/s² and
+ * B = γ/s, so q̇ = A(r - c·u) + B(ṙ - ċ·u - c·u̇) (MODEL.md's q̇ regrouped). */
+typedef struct {
+    REAL A, B, c, cdot, aw;
+} BN_SFX(bn_hvp_coef);
+
+/* From the column's state hs (stride S), the three sums of the raw direction
+ *   p_uu = Σ u_i·ud_i,  p_ru = Σ r_i·ud_i,  p_huu = Σ h_i·u_i·ud_i
+ * (ud = Udot[:,j] = Xc v_raw), the raw γ-direction delta, and the scalings
+ * aw, ag of the direction (v, δ) = (aw·v_raw, ag·delta):
+ * fills the coefficients and returns (H·(v, δ))_γ scaled by ag. */
+BN_HD static inline REAL BN_SFX(bn_hvp_coeffs)(int64_t n, const REAL *hs, int64_t S, REAL p_uu,
+                                               REAL p_ru, REAL p_huu, REAL delta, REAL aw,
+                                               REAL ag, BN_SFX(bn_hvp_coef) *cf)
+{
+    REAL rn = (REAL)n;
+    REAL s = hs[BN_HS_S * S], gamma = hs[BN_HS_GAMMA * S], c = hs[BN_HS_C * S];
+    REAL ur = hs[BN_HS_UR * S], huu = hs[BN_HS_HUU * S];
+    REAL dl = ag * delta;
+    REAL u_ud = aw * p_uu, r_ud = aw * p_ru, hu_ud = aw * p_huu;
+    REAL sdot = u_ud / (rn * s);
+    REAL A = dl / s - gamma * sdot / (s * s);
+    REAL B = gamma / s;
+    REAL u_rdot = A * huu + B * hu_ud;
+    cf->A = A;
+    cf->B = B;
+    cf->c = c;
+    cf->cdot = (r_ud + u_rdot) / (rn * s * s) - (REAL)2 * ur * sdot / (rn * s * s * s);
+    cf->aw = aw;
+    REAL hg = (u_rdot + r_ud) / s - ur * sdot / (s * s);
+    return ag * hg;
+}
+
+/* One entry of aw·q̇ (the vector whose product with Xcᵀ is aw·(H·(v, δ))_w). */
+BN_HD static inline REAL BN_SFX(bn_hvp_qdot_elem)(const BN_SFX(bn_hvp_coef) *cf, REAL r, REAL h,
+                                                  REAL u, REAL ud_raw)
+{
+    REAL ud = cf->aw * ud_raw;
+    REAL rdot = h * (cf->A * u + cf->B * ud);
+    REAL q = cf->A * (r - cf->c * u) + cf->B * (rdot - cf->cdot * u - cf->c * ud);
+    return cf->aw * q;
+}
+
+/* Directional pass of one column, after ud = Xc v_raw (Udot[:,j]):
+ *   u, r, h: the state (n each), hs: the column's BN_HS entries (stride S),
+ *   delta: the raw γ-part of the direction, aw/ag: scalings (1 = plain HVP),
+ *   qdot_out (n): aw·q̇, so that Xcᵀ·qdot_out = aw·(H·(aw·v, ag·δ))_w.
+ * Returns ag·(H·(aw·v, ag·δ))_γ.  Two passes over n: the sums, then q̇. */
+BN_HD static inline REAL BN_SFX(bn_hvp_column)(int64_t n, const REAL *u, const REAL *r,
+                                               const REAL *h, const REAL *hs, int64_t S,
+                                               const REAL *ud, REAL delta, REAL aw, REAL ag,
+                                               REAL *qdot_out)
+{
+    REAL p_uu = 0, p_ru = 0, p_huu = 0;
+    for (int64_t i = 0; i < n; i++) {
+        p_uu += u[i] * ud[i];
+        p_ru += r[i] * ud[i];
+        p_huu += h[i] * u[i] * ud[i];
+    }
+    BN_SFX(bn_hvp_coef) cf;
+    REAL hg = BN_SFX(bn_hvp_coeffs)(n, hs, S, p_uu, p_ru, p_huu, delta, aw, ag, &cf);
+    for (int64_t i = 0; i < n; i++) qdot_out[i] = BN_SFX(bn_hvp_qdot_elem)(&cf, r[i], h[i], u[i], ud[i]);
+    return hg;
+}
+
+/* One step of the shifted power iteration for one column.
+ *   v (d), *vg: the stored vector V (unnormalized, norm ctl[NV], in the range
+ *   of the projector Π when project != 0), overwritten by the next one;
+ *   x (d), xg: A·V (the operator applied to the stored vector);
+ *   w (d): the state, for Π = I - (ŵ,0)(ŵ,0)ᵀ with ŵ = w/‖w‖;
+ *   ctl: the column's control entries (stride S).
+ * Writes μ = VᵀX/‖V‖² (the Rayleigh quotient) to ctl[MU] and
+ *   V ← Π(X - σV)/‖V‖  (= Π(A - σI)V̂ for the unit V̂),
+ * and its norm to ctl[NV].  Two passes over d. */
+BN_HD static inline void BN_SFX(bn_power_update_column)(int64_t d, REAL *v, REAL *vg, const REAL *x,
+                                                        REAL xg, const REAL *w, int project,
+                                                        REAL *ctl, int64_t S)
+{
+    REAL nv = ctl[BN_SC_NV * S], sigma = ctl[BN_SC_SIGMA * S];
+    REAL a = 0, ww = 0, wx = 0, wv = 0;
+    if (project) {
+        for (int64_t i = 0; i < d; i++) {
+            a += v[i] * x[i];
+            ww += w[i] * w[i];
+            wx += w[i] * x[i];
+            wv += w[i] * v[i];
+        }
+    } else {
+        for (int64_t i = 0; i < d; i++) a += v[i] * x[i];
+    }
+    a += *vg * xg;
+    REAL inv = (REAL)1 / nv;
+    REAL pc = (project && ww > 0) ? (wx - sigma * wv) * inv / ww : (REAL)0;
+    /* Components along eigenvalues much smaller than the dominant one shrink
+     * geometrically and would become subnormal after enough iterations, which
+     * slows every later product many times over: flush them to zero far below
+     * the precision (the norm of V is the previous one, ≈ |λ_dom(A - σI)|). */
+    const REAL tiny = nv * (REAL)(sizeof(REAL) == sizeof(float) ? 1e-25 : 1e-150);
+    REAL yy = 0;
+    for (int64_t i = 0; i < d; i++) {
+        REAL yi = (x[i] - sigma * v[i]) * inv - pc * w[i];
+        if (yi < tiny && yi > -tiny) yi = 0;
+        v[i] = yi;
+        yy += yi * yi;
+    }
+    REAL yg = (xg - sigma * *vg) * inv;
+    *vg = yg;
+    yy += yg * yg;
+    ctl[BN_SC_MU * S] = a * inv * inv;
+    ctl[BN_SC_NV * S] = R_SQRT(yy);
+}
+
+/* v ← Πv = v - ŵ(ŵᵀv) (the w-part; the γ-part is untouched). */
+BN_HD static inline void BN_SFX(bn_hvp_project)(int64_t d, const REAL *w, REAL *v)
+{
+    REAL ww = 0, wv = 0;
+    for (int64_t i = 0; i < d; i++) {
+        ww += w[i] * w[i];
+        wv += w[i] * v[i];
+    }
+    if (ww > 0) {
+        REAL f = wv / ww;
+        for (int64_t i = 0; i < d; i++) v[i] -= f * w[i];
+    }
+}
+
+/* Extends an orthonormal basis of one column by one vector.
+ *   qw: the column's w-parts, slot i at qw + i·d·S (d entries);
+ *   qg: its γ-parts, slot i at qg[i·S];  slots 0..k hold the basis (k ≥ -1).
+ *   x (d), xg: the new vector (NULL: the random vector (key, counter)).
+ * When x is given and k ≥ 0, ctl[ALPHA] = q_kᵀx (the Lanczos α_k).
+ * Then slot k+1 ← x, projected with Π when project != 0, orthogonalized
+ * against slots 0..k by modified Gram-Schmidt applied twice, projected with Π
+ * again, and divided by its norm β, which goes to ctl[BETA] (β = 0 leaves a
+ * zero vector).
+ * coef (may be NULL; stride S): coef[b·S] = the sum over both passes of the
+ * coefficient removed along slot b (b = 0..k), i.e. q_bᵀ(Πx) up to rounding:
+ * column k of the Rayleigh-Ritz matrix QᵀAQ when x = A q_k.
+ * x may be slot k+1 itself; it must not overlap slots 0..k otherwise. */
+BN_HD static inline void BN_SFX(bn_lanczos_extend_column)(int64_t d, int64_t S, int64_t k, REAL *qw,
+                                                          REAL *qg, const REAL *x, const REAL *xg,
+                                                          const REAL *w, int project, uint64_t key,
+                                                          uint64_t counter, REAL *ctl, REAL *coef)
+{
+    const int64_t ws = d * S; /* stride between slots of the w-parts */
+    REAL *dst = qw + (k + 1) * ws;
+    REAL *dg = qg + (k + 1) * S;
+    if (x) {
+        if (k >= 0) {
+            const REAL *qk = qw + k * ws;
+            REAL a = 0;
+            for (int64_t i = 0; i < d; i++) a += qk[i] * x[i];
+            ctl[BN_SC_ALPHA * S] = a + qg[k * S] * *xg;
+        }
+        if (x != dst)
+            for (int64_t i = 0; i < d; i++) dst[i] = x[i];
+        *dg = *xg;
+    } else {
+        for (int64_t i = 0; i < d; i++) dst[i] = (REAL)bn_hvp_random(key, counter, i);
+        *dg = (REAL)bn_hvp_random(key, counter, d);
+    }
+    if (project) BN_SFX(bn_hvp_project)(d, w, dst);
+    for (int pass = 0; pass < 2; pass++)
+        for (int64_t b = 0; b <= k; b++) {
+            const REAL *qb = qw + b * ws;
+            REAL qgb = qg[b * S];
+            REAL c = 0;
+            for (int64_t i = 0; i < d; i++) c += qb[i] * dst[i];
+            c += qgb * *dg;
+            for (int64_t i = 0; i < d; i++) dst[i] -= c * qb[i];
+            *dg -= c * qgb;
+            if (coef) coef[b * S] = pass ? coef[b * S] + c : c;
+        }
+    /* Again after the orthogonalization: the component along ŵ must be small
+     * relative to the new vector, not to x (it would otherwise grow from step
+     * to step like an eigenvector of eigenvalue 0). */
+    if (project) BN_SFX(bn_hvp_project)(d, w, dst);
+    REAL nn = 0;
+    for (int64_t i = 0; i < d; i++) nn += dst[i] * dst[i];
+    nn += *dg * *dg;
+    REAL beta = R_SQRT(nn);
+    if (beta > 0) {
+        REAL inv = (REAL)1 / beta;
+        for (int64_t i = 0; i < d; i++) dst[i] *= inv;
+        *dg *= inv;
+    }
+    ctl[BN_SC_BETA * S] = beta;
+}

@@ -1,0 +1,72 @@
+/* Template body of the CPU backend's sharpness ops (issue 3): included by
+ * cpu_ops_impl.h with REAL = double (fp64) and REAL = float (fp32).  Every op
+ * applies one bn_hvp_math.h function per column, columns in parallel (OpenMP),
+ * each column summed serially: a column's result depends neither on S nor on
+ * the thread count.  No include guard on purpose. */
+
+/* U, R, H2: n×S col-major; y: n; gamma: S; hs: BN_HS_COUNT×S field-major. */
+static bn_status BN_SFX(cpu_hvp_prepare_columns)(bn_backend *be, int64_t n, int64_t S,
+                                                 const void *U, const void *y, const void *gamma,
+                                                 int logistic, void *R, void *H2, void *hs)
+{
+    const REAL *u = (const REAL *)U;
+    const REAL *g = (const REAL *)gamma;
+    REAL *r = (REAL *)R, *h = (REAL *)H2, *st = (REAL *)hs;
+#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && (n * S) > 4096)
+    for (int64_t j = 0; j < S; j++)
+        BN_SFX(bn_hvp_prepare_column)(n, u + j * n, (const REAL *)y, g[j], logistic, r + j * n,
+                                      h + j * n, st + j, S);
+    return BN_OK;
+}
+
+/* Udot, Qdot: n×S col-major; vg, hg, aw, ag: S (aw/ag NULL = ones). */
+static bn_status BN_SFX(cpu_hvp_columns)(bn_backend *be, int64_t n, int64_t S, const void *U,
+                                         const void *R, const void *H2, const void *hs,
+                                         const void *Udot, const void *vg, const void *aw,
+                                         const void *ag, void *Qdot, void *hg)
+{
+    const REAL *u = (const REAL *)U, *r = (const REAL *)R, *h = (const REAL *)H2;
+    const REAL *st = (const REAL *)hs, *ud = (const REAL *)Udot, *dv = (const REAL *)vg;
+    const REAL *sw = (const REAL *)aw, *sg = (const REAL *)ag;
+    REAL *q = (REAL *)Qdot, *out = (REAL *)hg;
+#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && (n * S) > 4096)
+    for (int64_t j = 0; j < S; j++)
+        out[j] = BN_SFX(bn_hvp_column)(n, u + j * n, r + j * n, h + j * n, st + j, S, ud + j * n,
+                                       dv[j], sw ? sw[j] : (REAL)1, sg ? sg[j] : (REAL)1,
+                                       q + j * n);
+    return BN_OK;
+}
+
+/* V, X, W: d×S col-major; vg, xg: S; ctl: BN_SC_COUNT×S field-major. */
+static bn_status BN_SFX(cpu_power_update)(bn_backend *be, int64_t d, int64_t S, void *V, void *vg,
+                                          const void *X, const void *xg, const void *W,
+                                          int project, void *ctl)
+{
+    REAL *v = (REAL *)V, *g = (REAL *)vg, *c = (REAL *)ctl;
+    const REAL *x = (const REAL *)X, *xgv = (const REAL *)xg, *w = (const REAL *)W;
+#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && (d * S) > 4096)
+    for (int64_t j = 0; j < S; j++)
+        if (c[BN_SC_ACTIVE * S + j] != 0)
+            BN_SFX(bn_power_update_column)(d, v + j * d, g + j, x + j * d, xgv[j], w + j * d,
+                                           project, c + j, S);
+    return BN_OK;
+}
+
+/* QW: slots of d×S col-major (slot i at i·d·S); QG: slots of S; X: d×S or
+ * NULL; xg: S; W: d×S; ctl: BN_SC_COUNT×S field-major. */
+static bn_status BN_SFX(cpu_lanczos_extend)(bn_backend *be, int64_t d, int64_t S, int64_t k,
+                                            void *QW, void *QG, const void *X, const void *xg,
+                                            const void *W, int project, uint64_t seed,
+                                            uint64_t counter, void *ctl, void *coef)
+{
+    REAL *qw = (REAL *)QW, *qg = (REAL *)QG, *c = (REAL *)ctl, *cf = (REAL *)coef;
+    const REAL *x = (const REAL *)X, *xgv = (const REAL *)xg, *w = (const REAL *)W;
+    int64_t work = d * S * (k + 3);
+#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && work > 8192)
+    for (int64_t j = 0; j < S; j++)
+        if (c[BN_SC_ACTIVE * S + j] != 0)
+            BN_SFX(bn_lanczos_extend_column)(d, S, k, qw + j * d, qg + j, x ? x + j * d : NULL,
+                                             x ? xgv + j : NULL, w + j * d, project,
+                                             seed + (uint64_t)j, counter, c + j, cf ? cf + j : NULL);
+    return BN_OK;
+}

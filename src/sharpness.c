@@ -1,0 +1,817 @@
+/* The sharpness engine (issue 3): HVP, shifted power iteration, Lanczos and
+ * the dense Hessian, batched over the S columns of a run.  See sharpness.h. */
+#include "sharpness.h"
+#include "linalg.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Counter bases of the pseudo-random vectors (bn_hvp_random), one per use. */
+#define CNT_POWER 0x100u   /* + op                 */
+#define CNT_LANCZOS 0x1000u /* + 0x10000·op + step */
+
+struct bn_sharp {
+    bn_backend *be;
+    bn_sharp_setup su;
+    size_t rs;          /* bytes per real */
+    double eps;         /* unit roundoff of the backend precision */
+    double tol;         /* effective tolerance */
+    double *eta_w, *eta_g; /* host copies, S each */
+    /* backend buffers */
+    void *U, *R, *H2, *hs, *Udot, *Qdot, *X, *xg, *ctl, *aw, *ag, *Vsave, *vgsave;
+    void *V[BN_SOP_COUNT], *vg[BN_SOP_COUNT];
+    void *QW, *QG, *coef;
+    int64_t qslots;
+    /* host */
+    double *hctl;       /* BN_SC_COUNT×S */
+    void *stage;        /* conversion staging, max(d, BN_SC_COUNT)·S reals */
+    double *sigma[BN_SOP_COUNT];
+    int vinit[BN_SOP_COUNT];
+    unsigned char *inrow; /* S: w in the row space of Xc */
+    const void *W, *gamma;
+};
+
+/* ------------------------------------------------------------- transfers */
+
+static bn_status up(bn_sharp *sh, void *dst, const double *src, size_t count)
+{
+    bn_backend *be = sh->be;
+    if (be->precision == BN_FP64) return be->ops->upload(be, dst, src, count * sizeof(double));
+    float *t = (float *)sh->stage;
+    for (size_t i = 0; i < count; i++) t[i] = (float)src[i];
+    return be->ops->upload(be, dst, t, count * sizeof(float));
+}
+
+static bn_status down(bn_sharp *sh, double *dst, const void *src, size_t count)
+{
+    bn_backend *be = sh->be;
+    if (be->precision == BN_FP64) return be->ops->download(be, dst, src, count * sizeof(double));
+    float *t = (float *)sh->stage;
+    BN_TRY(be->ops->download(be, t, src, count * sizeof(float)));
+    for (size_t i = 0; i < count; i++) dst[i] = (double)t[i];
+    return BN_OK;
+}
+
+static void *at(bn_sharp *sh, void *base, size_t elems) { return (char *)base + elems * sh->rs; }
+
+/* ctl fields [f0, f1) between host and backend. */
+static bn_status ctl_up(bn_sharp *sh, int f0, int f1)
+{
+    size_t S = (size_t)sh->su.S;
+    return up(sh, at(sh, sh->ctl, (size_t)f0 * S), sh->hctl + (size_t)f0 * S, (size_t)(f1 - f0) * S);
+}
+
+static bn_status ctl_down(bn_sharp *sh, int f0, int f1)
+{
+    size_t S = (size_t)sh->su.S;
+    return down(sh, sh->hctl + (size_t)f0 * S, at(sh, sh->ctl, (size_t)f0 * S), (size_t)(f1 - f0) * S);
+}
+
+static double *hc(bn_sharp *sh, int field) { return sh->hctl + (size_t)field * (size_t)sh->su.S; }
+
+/* ------------------------------------------------------------- lifecycle */
+
+static bn_status dalloc(bn_sharp *sh, size_t count, void **p)
+{
+    size_t bytes = bn_mul_size(count ? count : 1, sh->rs);
+    if (!bytes) return bn_fail(BN_ERR_ARG, "sharpness: buffer of %zu elements is too large", count);
+    return sh->be->ops->alloc(sh->be, bytes, p);
+}
+
+bn_status bn_sharp_create(bn_backend *be, const bn_sharp_setup *su, bn_sharp **out)
+{
+    *out = NULL;
+    const bn_backend_ops *o = be->ops;
+    if (!o->hvp_prepare_columns || !o->hvp_columns || !o->power_update || !o->lanczos_extend)
+        return bn_fail(BN_ERR_UNAVAILABLE,
+                       "the %s backend does not implement the sharpness operations (Hessian-vector "
+                       "products); use --backend cpu for sharpness",
+                       o->name);
+    if (su->n < 2 || su->d < 1 || su->S < 1 || su->maxiter < 1 || !(su->tol > 0) || su->lanczos_max < 0)
+        return bn_fail(BN_ERR_ARG, "sharpness: bad setup (n=%lld d=%lld S=%lld maxiter=%lld tol=%g)",
+                       (long long)su->n, (long long)su->d, (long long)su->S,
+                       (long long)su->maxiter, su->tol);
+    bn_sharp *sh = calloc(1, sizeof *sh);
+    if (!sh) return bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness engine");
+    sh->be = be;
+    sh->su = *su;
+    sh->rs = bn_real_size(be->precision);
+    sh->eps = be->precision == BN_FP32 ? (double)FLT_EPSILON / 2 : DBL_EPSILON / 2;
+    double floor_tol = 4.0 * sh->eps * sqrt((double)(su->d + 1));
+    sh->tol = su->tol > floor_tol ? su->tol : floor_tol;
+    size_t n = (size_t)su->n, d = (size_t)su->d, S = (size_t)su->S;
+    sh->eta_w = malloc(S * sizeof(double));
+    sh->eta_g = malloc(S * sizeof(double));
+    sh->hctl = calloc((size_t)BN_SC_COUNT * S, sizeof(double));
+    size_t stage = (d > BN_SC_COUNT ? d : BN_SC_COUNT) * S;
+    if ((size_t)su->lanczos_max + 1 > d && (size_t)su->lanczos_max + 1 > BN_SC_COUNT) stage = ((size_t)su->lanczos_max + 1) * S;
+    sh->stage = malloc(stage * sizeof(double));
+    bn_status st = BN_OK;
+    if (!sh->eta_w || !sh->eta_g || !sh->hctl || !sh->stage)
+        st = bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness engine");
+    for (int op = 0; op < BN_SOP_COUNT && st == BN_OK; op++)
+        if (!(sh->sigma[op] = calloc(S, sizeof(double))))
+            st = bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness engine");
+    if (st == BN_OK && !(sh->inrow = malloc(S))) st = bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness engine");
+    if (st == BN_OK) {
+        memcpy(sh->eta_w, su->eta_w, S * sizeof(double));
+        memcpy(sh->eta_g, su->eta_gamma, S * sizeof(double));
+        for (size_t j = 0; j < S; j++) sh->inrow[j] = su->w_in_rowspace ? su->w_in_rowspace[j] != 0 : 1;
+        sh->su.w_in_rowspace = NULL; /* not kept: the copy above is */
+        if (sh->su.rank > (int64_t)d) sh->su.rank = (int64_t)d;
+    }
+    if (st == BN_OK) st = dalloc(sh, n * S, &sh->U);
+    if (st == BN_OK) st = dalloc(sh, n * S, &sh->R);
+    if (st == BN_OK) st = dalloc(sh, n * S, &sh->H2);
+    if (st == BN_OK) st = dalloc(sh, (size_t)BN_HS_COUNT * S, &sh->hs);
+    if (st == BN_OK) st = dalloc(sh, n * S, &sh->Udot);
+    if (st == BN_OK) st = dalloc(sh, n * S, &sh->Qdot);
+    if (st == BN_OK) st = dalloc(sh, d * S, &sh->X);
+    if (st == BN_OK) st = dalloc(sh, S, &sh->xg);
+    if (st == BN_OK) st = dalloc(sh, (size_t)BN_SC_COUNT * S, &sh->ctl);
+    if (st == BN_OK) st = dalloc(sh, S, &sh->aw);
+    if (st == BN_OK) st = dalloc(sh, S, &sh->ag);
+    if (st == BN_OK) st = dalloc(sh, d * S, &sh->Vsave);
+    if (st == BN_OK) st = dalloc(sh, S, &sh->vgsave);
+    if (st == BN_OK) {
+        double *tmp = malloc(S * sizeof(double));
+        if (!tmp) st = bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness engine");
+        for (size_t j = 0; st == BN_OK && j < S; j++) tmp[j] = sqrt(sh->eta_w[j]);
+        if (st == BN_OK) st = up(sh, sh->aw, tmp, S);
+        for (size_t j = 0; st == BN_OK && j < S; j++) tmp[j] = sqrt(sh->eta_g[j]);
+        if (st == BN_OK) st = up(sh, sh->ag, tmp, S);
+        free(tmp);
+    }
+    if (st == BN_OK && su->lanczos_max > 0) {
+        sh->qslots = su->lanczos_max + 1;
+        size_t cnt = bn_mul_size(bn_mul_size((size_t)sh->qslots, d), S);
+        if (!cnt || cnt > ((size_t)8 << 30) / sh->rs)
+            st = bn_fail(BN_ERR_ARG,
+                         "the Lanczos basis (%lld vectors × d=%lld × S=%lld) needs more than 8 GiB; "
+                         "lower --eigs-maxiter or the number of seeds",
+                         (long long)sh->qslots, (long long)d, (long long)S);
+        if (st == BN_OK) st = dalloc(sh, cnt, &sh->QW);
+        if (st == BN_OK) st = dalloc(sh, (size_t)sh->qslots * S, &sh->QG);
+        if (st == BN_OK) st = dalloc(sh, (size_t)sh->qslots * S, &sh->coef);
+    }
+    if (st != BN_OK) {
+        bn_sharp_free(sh);
+        return st;
+    }
+    *out = sh;
+    return BN_OK;
+}
+
+void bn_sharp_free(bn_sharp *sh)
+{
+    if (!sh) return;
+    void *bufs[] = {sh->U, sh->R, sh->H2, sh->hs, sh->Udot, sh->Qdot, sh->X, sh->xg, sh->ctl,
+                    sh->aw, sh->ag, sh->Vsave, sh->vgsave, sh->QW, sh->QG, sh->coef};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) sh->be->ops->dealloc(sh->be, bufs[i]);
+    for (int op = 0; op < BN_SOP_COUNT; op++) {
+        if (sh->V[op]) sh->be->ops->dealloc(sh->be, sh->V[op]);
+        if (sh->vg[op]) sh->be->ops->dealloc(sh->be, sh->vg[op]);
+        free(sh->sigma[op]);
+    }
+    free(sh->eta_w);
+    free(sh->eta_g);
+    free(sh->inrow);
+    free(sh->hctl);
+    free(sh->stage);
+    free(sh);
+}
+
+double bn_sharp_tol_effective(const bn_sharp *sh) { return sh->tol; }
+
+int64_t bn_sharp_dim(const bn_sharp *sh, int op) { return sh->su.d + ((op & BN_SOP_PROJECT) ? 0 : 1); }
+
+/* ------------------------------------------------------------------ HVP */
+
+bn_status bn_sharp_set_state(bn_sharp *sh, const void *W, const void *gamma)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    sh->W = W;
+    sh->gamma = gamma;
+    BN_TRY(be->ops->product_xw(be, su->n, su->d, su->S, su->Xc, W, sh->U));
+    return be->ops->hvp_prepare_columns(be, su->n, su->S, sh->U, su->y, gamma, su->logistic, sh->R,
+                                        sh->H2, sh->hs);
+}
+
+bn_status bn_sharp_apply(bn_sharp *sh, int op, const void *V, const void *vg, void *X, void *xg)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    int wt = (op & BN_SOP_WEIGHTED) != 0;
+    if (!sh->W) return bn_fail(BN_ERR_ARG, "sharpness: no state set");
+    BN_TRY(be->ops->product_xw(be, su->n, su->d, su->S, su->Xc, V, sh->Udot));
+    BN_TRY(be->ops->hvp_columns(be, su->n, su->S, sh->U, sh->R, sh->H2, sh->hs, sh->Udot, vg,
+                                wt ? sh->aw : NULL, wt ? sh->ag : NULL, sh->Qdot, xg));
+    return be->ops->product_xtq(be, su->n, su->d, su->S, su->Xc, sh->Qdot, X);
+}
+
+/* ------------------------------------------------------- power iteration */
+
+/* Per-column bookkeeping of one power iteration. */
+typedef struct {
+    double mu_prev, d_prev, best;
+    int64_t it;
+    int active;
+} pw_col;
+
+static bn_status ensure_vec(bn_sharp *sh, int op)
+{
+    size_t d = (size_t)sh->su.d, S = (size_t)sh->su.S;
+    if (!sh->V[op]) BN_TRY(dalloc(sh, d * S, &sh->V[op]));
+    if (!sh->vg[op]) BN_TRY(dalloc(sh, S, &sh->vg[op]));
+    return BN_OK;
+}
+
+/* V ← unit vector for the columns whose ctl[ACTIVE] is set: the projected,
+ * normalized warm vector, or (no warm vector, or a degenerate one) the
+ * pseudo-random one.  Then Vsave ← V. */
+static bn_status power_start(bn_sharp *sh, int op)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    int64_t S = su->S, d = su->d;
+    int proj = (op & BN_SOP_PROJECT) != 0;
+    double *act = hc(sh, BN_SC_ACTIVE);
+    for (int64_t j = 0; j < S; j++) act[j] = 1;
+    BN_TRY(ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1));
+    if (sh->vinit[op]) {
+        BN_TRY(be->ops->lanczos_extend(be, d, S, -1, sh->V[op], sh->vg[op], sh->V[op], sh->vg[op],
+                                       sh->W, proj, su->seed, 0, sh->ctl, NULL));
+        BN_TRY(ctl_down(sh, BN_SC_BETA, BN_SC_BETA + 1));
+        const double *beta = hc(sh, BN_SC_BETA);
+        int any = 0;
+        for (int64_t j = 0; j < S; j++) {
+            act[j] = !(isfinite(beta[j]) && beta[j] > 0);
+            any |= (int)act[j];
+        }
+        if (any) {
+            BN_TRY(ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1));
+            BN_TRY(be->ops->lanczos_extend(be, d, S, -1, sh->V[op], sh->vg[op], NULL, NULL, sh->W,
+                                           proj, su->seed, CNT_POWER + (uint64_t)op, sh->ctl, NULL));
+            for (int64_t j = 0; j < S; j++) act[j] = 1;
+            BN_TRY(ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1));
+        }
+    } else {
+        BN_TRY(be->ops->lanczos_extend(be, d, S, -1, sh->V[op], sh->vg[op], NULL, NULL, sh->W, proj,
+                                       su->seed, CNT_POWER + (uint64_t)op, sh->ctl, NULL));
+        sh->vinit[op] = 1;
+    }
+    return be->ops->lanczos_extend(be, d, S, -1, sh->Vsave, sh->vgsave, sh->V[op], sh->vg[op],
+                                   sh->W, 0, su->seed, 0, sh->ctl, NULL);
+}
+
+bn_status bn_sharp_power_iteration(bn_sharp *sh, int op)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    BN_TRY(bn_sharp_apply(sh, op, sh->V[op], sh->vg[op], sh->X, sh->xg));
+    BN_TRY(be->ops->power_update(be, su->d, su->S, sh->V[op], sh->vg[op], sh->X, sh->xg, sh->W,
+                                 (op & BN_SOP_PROJECT) != 0, sh->ctl));
+    return ctl_down(sh, BN_SC_NV, BN_SC_MU + 1);
+}
+
+bn_status bn_sharp_power_prepare(bn_sharp *sh, int op)
+{
+    if (op < 0 || op >= BN_SOP_COUNT) return bn_fail(BN_ERR_ARG, "sharpness: bad operator %d", op);
+    if (!sh->W) return bn_fail(BN_ERR_ARG, "sharpness: no state set");
+    BN_TRY(ensure_vec(sh, op));
+    BN_TRY(power_start(sh, op));
+    int64_t S = sh->su.S;
+    for (int64_t j = 0; j < S; j++) {
+        hc(sh, BN_SC_ACTIVE)[j] = 1;
+        hc(sh, BN_SC_SIGMA)[j] = sh->sigma[op][j];
+        hc(sh, BN_SC_NV)[j] = 1;
+    }
+    return ctl_up(sh, BN_SC_ACTIVE, BN_SC_NV + 1);
+}
+
+bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64_t *iters,
+                         int64_t *conv)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    int64_t S = su->S, d = su->d;
+    if (op < 0 || op >= BN_SOP_COUNT) return bn_fail(BN_ERR_ARG, "sharpness: bad operator %d", op);
+    if (!sh->W) return bn_fail(BN_ERR_ARG, "sharpness: no state set");
+    BN_TRY(ensure_vec(sh, op));
+    pw_col *col = malloc((size_t)S * sizeof *col);
+    char *restart = malloc((size_t)S);
+    if (!col || !restart) {
+        free(col);
+        free(restart);
+        return bn_fail(BN_ERR_NOMEM, "cannot allocate the power iteration");
+    }
+    bn_status st = bn_sharp_power_prepare(sh, op);
+    double *sig = sh->sigma[op];
+    double *act = hc(sh, BN_SC_ACTIVE), *hsig = hc(sh, BN_SC_SIGMA), *nv = hc(sh, BN_SC_NV);
+    const double *mu = hc(sh, BN_SC_MU);
+    for (int64_t j = 0; j < S; j++) {
+        col[j] = (pw_col){.mu_prev = NAN, .d_prev = NAN, .best = -INFINITY, .it = 0, .active = 1};
+        lam[j] = NAN;
+        conv[j] = 0;
+    }
+    int64_t nactive = S;
+    const double tol = sh->tol;
+    for (int64_t it = 0; st == BN_OK && it < su->maxiter && nactive > 0; it++) {
+        st = bn_sharp_power_iteration(sh, op);
+        if (st != BN_OK) break;
+        int any_restart = 0, changed = 0;
+        for (int64_t j = 0; j < S; j++) {
+            restart[j] = 0;
+            pw_col *c = &col[j];
+            if (!c->active) continue;
+            c->it++;
+            double m = mu[j], s = sig[j];
+            if (!isfinite(m)) { /* a non-finite state (or an overflow): nothing to report */
+                lam[j] = NAN;
+                c->active = 0;
+                continue;
+            }
+            if (m > c->best) c->best = m;
+            if (!(nv[j] > 0) || !isfinite(nv[j])) {
+                /* (A - σI)v = 0: v is an eigenvector with eigenvalue σ = μ. */
+                lam[j] = c->best;
+                conv[j] = nv[j] == 0;
+                c->active = 0;
+                continue;
+            }
+            double dm = m - c->mu_prev, gap = m - s;
+            double scale = fmax(fabs(m), fabs(gap));
+            if (gap < 0 && fabs(dm) <= 1e-2 * fabs(gap)) {
+                /* The dominant eigenvalue of A - σI is negative: shift to μ ≥ λ_min. */
+                sig[j] = m;
+                hsig[j] = m;
+                restart[j] = 1;
+                any_restart = 1;
+                c->mu_prev = c->d_prev = NAN;
+                continue;
+            }
+            int ok = fabs(dm) <= tol * scale && gap >= 0;
+            if (ok && isfinite(c->d_prev) && c->d_prev != 0) {
+                double rho = fabs(dm) / fabs(c->d_prev);
+                if (rho < 1) ok = fabs(dm) / (1 - rho) <= tol * scale;
+            }
+            if (ok) {
+                lam[j] = c->best;
+                conv[j] = 1;
+                c->active = 0;
+                continue;
+            }
+            c->d_prev = dm;
+            c->mu_prev = m;
+        }
+        nactive = 0;
+        for (int64_t j = 0; j < S; j++) nactive += col[j].active;
+        if (any_restart) {
+            /* V ← Vsave for the shifted columns only. */
+            for (int64_t j = 0; j < S; j++) act[j] = restart[j];
+            st = ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1);
+            if (st == BN_OK)
+                st = be->ops->lanczos_extend(be, d, S, -1, sh->V[op], sh->vg[op], sh->Vsave, sh->vgsave,
+                                             sh->W, 0, su->seed, 0, sh->ctl, NULL);
+            for (int64_t j = 0; j < S; j++)
+                if (restart[j]) nv[j] = 1;
+            changed = 1;
+        }
+        for (int64_t j = 0; j < S; j++) {
+            double a = col[j].active;
+            if (act[j] != a) changed = 1;
+            act[j] = a;
+        }
+        /* NV went down with MU and is current for every column; SIGMA changed
+         * only for restarted columns. */
+        if (st == BN_OK && changed && nactive > 0) st = ctl_up(sh, BN_SC_ACTIVE, BN_SC_NV + 1);
+    }
+    for (int64_t j = 0; j < S; j++) {
+        if (col[j].active) lam[j] = col[j].best; /* the best lower bound found */
+        iters[j] = col[j].it;
+        shift[j] = sig[j];
+    }
+    free(col);
+    free(restart);
+    return st;
+}
+
+/* --------------------------------------------------------------- Lanczos */
+
+typedef struct {
+    double *G;            /* m_max×m_max: G[i·m_max + k] = q_iᵀAq_k, i ≤ k      */
+    double *beta;         /* m_max: β_k, norm of the new vector of step k        */
+    int64_t mmax;
+    double *closed;       /* eigenvalues of closed blocks                     */
+    int64_t nclosed;
+    int64_t block0;       /* first index of the open block                    */
+    int64_t nblocks;
+    int64_t dimE, zeros;  /* dimension of E, exact zeros outside it          */
+    double tscale;        /* max |α|, β seen                                  */
+    int active;
+} lz_col;
+
+static int cmp_desc(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+/* Eigenvalues (ascending) and, if z != NULL, eigenvectors (row-major, column
+ * i = vector i) of the open block's Rayleigh-Ritz matrix: rows/columns
+ * block0 .. block0+b-1 of G (upper triangle, mirrored).  G is used rather than
+ * the tridiagonal (α, β): with full reorthogonalization the two agree to
+ * rounding in most cases, but not when 0 is an eigenvalue of high
+ * multiplicity inside a gap of the spectrum (as here: null(Xc)), where the
+ * removed coefficients grow and the tridiagonal Ritz values go wrong. */
+static bn_status block_eig(const lz_col *c, int64_t b, double *evals, double *z, double *work)
+{
+    const int64_t o = c->block0, mm = c->mmax;
+    for (int64_t i = 0; i < b; i++)
+        for (int64_t k = i; k < b; k++) work[i * b + k] = work[k * b + i] = c->G[(o + i) * mm + (o + k)];
+    return bn_la_sym_eigen(work, b, evals, z);
+}
+
+/* Convergence of one column after m steps (T is m×m, block-diagonal over the
+ * blocks; β_{m-1} couples the open block to the next vector).  Candidates:
+ * the closed blocks' eigenvalues and the zeros outside E (exact), and the open
+ * block's Ritz values with residual bounds |β_{m-1}·s_last|.  Writes the top
+ * k to out (descending, NaN past the dimension). */
+static bn_status lz_check(lz_col *c, int64_t m, int64_t k, int64_t dim, double tol, int exhausted,
+                          double *out, int *ok, double *buf)
+{
+    int64_t b = m - c->block0;
+    double *ev = buf, *z = buf + m, *work = z + b * b, *vals = work + b * b, *res = vals + m + k + 1;
+    double *open = res + m + k + 1; /* 1: a Ritz value of the open block */
+    int64_t nv = 0;
+    for (int64_t i = 0; i < c->nclosed; i++) {
+        vals[nv] = c->closed[i];
+        open[nv] = 0;
+        res[nv++] = 0;
+    }
+    double bl = exhausted ? 0 : fabs(c->beta[m - 1]);
+    if (b > 0) {
+        BN_TRY(block_eig(c, b, ev, z, work));
+        for (int64_t i = 0; i < b; i++) {
+            vals[nv] = ev[i];
+            open[nv] = 1;
+            res[nv++] = bl * fabs(z[(b - 1) * b + i]);
+        }
+    }
+    /* The exact zeros outside E.  Rounding leaks the basis slowly into that
+     * zero eigenspace, so some may already be among the Ritz values: those
+     * within the tie distance of 0 are taken as such zeros and set to 0 (a
+     * genuine eigenvalue of E that small is then reported as 0: an error below
+     * the tie).  More zeros than k never matter; a basis of the whole space
+     * holds them all. */
+    double sc0 = 0;
+    for (int64_t i = 0; i < nv; i++) sc0 = fmax(sc0, fabs(vals[i]));
+    int64_t nz = m >= dim ? 0 : (c->zeros < k ? c->zeros : k);
+    for (int64_t i = 0; i < nv && nz > 0; i++)
+        if (fabs(vals[i]) <= 10 * tol * sc0) {
+            vals[i] = 0;
+            nz--;
+        }
+    for (int64_t i = 0; i < nz; i++) {
+        vals[nv] = 0;
+        open[nv] = 0;
+        res[nv++] = 0;
+    }
+    /* (value, residual, open) triples, descending by value: insertion sort (small) */
+    for (int64_t i = 1; i < nv; i++) {
+        double v = vals[i], r = res[i], o = open[i];
+        int64_t p = i - 1;
+        while (p >= 0 && vals[p] < v) {
+            vals[p + 1] = vals[p];
+            res[p + 1] = res[p];
+            open[p + 1] = open[p];
+            p--;
+        }
+        vals[p + 1] = v;
+        res[p + 1] = r;
+        open[p + 1] = o;
+    }
+    double scale = 0;
+    for (int64_t i = 0; i < nv; i++) scale = fmax(scale, fabs(vals[i]));
+    if (scale == 0) scale = DBL_MIN;
+    int64_t kk = k < dim ? k : dim;
+    int good = nv >= kk;
+    int64_t jopen = 0, jother = 0;
+    for (int64_t i = 0; good && i < kk; i++) {
+        good = res[i] <= tol * scale;
+        jopen += open[i] != 0;
+        jother += open[i] == 0;
+    }
+    if (good && !exhausted && b > 0 && jother > 0) {
+        /* Exact values (zeros, closed blocks) sit among the top k: the open
+         * block's next Ritz value must be converged too, or an eigenvalue of E
+         * above them may still be hidden (θ_i only bounds λ_i from below). */
+        if (jopen < b) good = bl * fabs(z[(b - 1) * b + (b - 1 - jopen)]) <= tol * scale;
+        /* A tie between the open block's top and a closed value in the top k
+         * is a repeated eigenvalue whose further copies may still come. */
+        double tie = 10 * tol * scale, top_open = ev[b - 1];
+        if (good && c->nblocks > 1 && top_open >= vals[kk - 1] - tie)
+            for (int64_t i = 0; i < c->nclosed; i++)
+                if (fabs(c->closed[i] - top_open) <= tie) good = 0;
+    }
+    *ok = good || exhausted;
+    for (int64_t i = 0; i < k; i++) out[i] = i < nv && i < dim ? vals[i] : NAN;
+    return BN_OK;
+}
+
+/* Closes the open block: its eigenvalues join the closed list. */
+static bn_status lz_close(lz_col *c, int64_t m, double *buf)
+{
+    int64_t b = m - c->block0;
+    if (b <= 0) return BN_OK;
+    BN_TRY(block_eig(c, b, c->closed + c->nclosed, NULL, buf));
+    c->nclosed += b;
+    c->block0 = m;
+    c->nblocks++;
+    return BN_OK;
+}
+
+/* Slot k+1 ← a unit vector of E orthogonal to slots 0..k (k = -1: none), for
+ * the columns with ctl[ACTIVE] set: Π·A·x for the pseudo-random x (key,
+ * counter), through Vsave.  ctl[BETA] receives the norm of the unit vector
+ * Π·A·x/‖Π·A·x‖ after the orthogonalization (≈ 0: E is exhausted), and 0 when
+ * Π·A·x = 0 itself.  One HVP. */
+static bn_status lz_new_vector(bn_sharp *sh, int op, int64_t k, uint64_t counter, double *beta0)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    int64_t S = su->S, d = su->d;
+    int proj = (op & BN_SOP_PROJECT) != 0;
+    BN_TRY(be->ops->lanczos_extend(be, d, S, -1, sh->Vsave, sh->vgsave, NULL, NULL, sh->W, proj, su->seed,
+                                   counter, sh->ctl, NULL));
+    BN_TRY(bn_sharp_apply(sh, op, sh->Vsave, sh->vgsave, sh->X, sh->xg));
+    BN_TRY(be->ops->lanczos_extend(be, d, S, -1, sh->Vsave, sh->vgsave, sh->X, sh->xg, sh->W, proj, su->seed,
+                                   0, sh->ctl, NULL));
+    BN_TRY(ctl_down(sh, BN_SC_BETA, BN_SC_BETA + 1));
+    memcpy(beta0, hc(sh, BN_SC_BETA), (size_t)S * sizeof(double));
+    return be->ops->lanczos_extend(be, d, S, k, sh->QW, sh->QG, sh->Vsave, sh->vgsave, sh->W, proj, su->seed, 0,
+                                   sh->ctl, NULL);
+}
+
+bn_status bn_sharp_lanczos(bn_sharp *sh, int op, int64_t k, double *eigs, int64_t *iters,
+                           int64_t *conv)
+{
+    const bn_sharp_setup *su = &sh->su;
+    bn_backend *be = sh->be;
+    int64_t S = su->S, d = su->d;
+    int proj = (op & BN_SOP_PROJECT) != 0;
+    int64_t dim = bn_sharp_dim(sh, op);
+    if (op < 0 || op >= BN_SOP_COUNT || k < 1) return bn_fail(BN_ERR_ARG, "lanczos: bad operator or k");
+    if (!sh->QW) return bn_fail(BN_ERR_ARG, "lanczos: the engine was created without a basis");
+    if (!sh->W) return bn_fail(BN_ERR_ARG, "sharpness: no state set");
+    int64_t mmax = sh->qslots - 1;
+    if (mmax > dim) mmax = dim;
+    size_t dS = (size_t)d * (size_t)S;
+    lz_col *col = calloc((size_t)S, sizeof *col);
+    size_t per = (size_t)(mmax * mmax) + (size_t)(2 * mmax) + 1;
+    double *store = calloc((size_t)S * per, sizeof(double));
+    double *hcoef = malloc((size_t)(mmax + 1) * (size_t)S * sizeof(double));
+    /* check buffer: ev m, z b², work b², vals, res and open m+k+1 each */
+    double *buf = malloc(((size_t)(2 * mmax * mmax) + (size_t)(4 * mmax) + 3 * (size_t)k + 6) * sizeof(double));
+    double *beta0 = malloc((size_t)S * sizeof(double));
+    char *restart = malloc((size_t)S);
+    if (!col || !store || !buf || !restart || !beta0 || !hcoef) {
+        free(col);
+        free(store);
+        free(hcoef);
+        free(buf);
+        free(beta0);
+        free(restart);
+        return bn_fail(BN_ERR_NOMEM, "cannot allocate the Lanczos bookkeeping");
+    }
+    const double tol = sh->tol;
+    const double bthr = fmax(1e-2 * tol, 30 * sh->eps); /* β below this·scale: breakdown */
+    const double exhaust = 10 * sqrt(sh->eps);           /* a new unit vector this short: E is spanned */
+    double *act = hc(sh, BN_SC_ACTIVE);
+    const double *alpha = hc(sh, BN_SC_ALPHA), *beta = hc(sh, BN_SC_BETA); /* α: finiteness only */
+    for (int64_t j = 0; j < S; j++) {
+        lz_col *c = &col[j];
+        c->G = store + (size_t)j * per;
+        c->beta = c->G + mmax * mmax;
+        c->closed = c->beta + mmax;
+        c->mmax = mmax;
+        c->nblocks = 1;
+        c->active = 1;
+        c->dimE = dim;
+        if (su->rank > 0) {
+            /* E = Π P^½ (rowspace ⊕ γ): P^½ drops γ when η_γ = 0, Π drops ŵ
+             * when w is in the row space. */
+            int wt = (op & BN_SOP_WEIGHTED) != 0;
+            c->dimE = su->rank + !(wt && sh->eta_g[j] == 0) - (proj && sh->inrow[j]);
+            if (c->dimE > dim) c->dimE = dim;
+        }
+        c->zeros = dim - c->dimE;
+        act[j] = 1;
+        iters[j] = 0;
+        conv[j] = 0;
+        for (int64_t i = 0; i < k; i++) eigs[j * k + i] = NAN;
+    }
+    uint64_t cbase = CNT_LANCZOS + 0x10000u * (uint64_t)op;
+    bn_status st = ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1);
+    if (st == BN_OK) st = lz_new_vector(sh, op, -1, cbase, beta0);
+    if (st == BN_OK) st = ctl_down(sh, BN_SC_BETA, BN_SC_BETA + 1);
+    int64_t nactive = 0;
+    for (int64_t j = 0; st == BN_OK && j < S; j++) {
+        lz_col *c = &col[j];
+        if (!isfinite(beta0[j]) || !isfinite(beta[j])) {
+            c->active = 0; /* a non-finite state: NaN */
+        } else if (beta0[j] == 0 || c->dimE == 0) {
+            /* A·x = 0: the operator vanishes on E, every eigenvalue is 0. */
+            c->active = 0;
+            conv[j] = 1;
+            for (int64_t i = 0; i < k; i++) eigs[j * k + i] = i < dim ? 0 : NAN;
+        }
+        act[j] = c->active;
+        nactive += c->active;
+    }
+    if (st == BN_OK && nactive < S) st = ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1);
+    for (int64_t s = 0; st == BN_OK && s < mmax && nactive > 0; s++) {
+        void *qs = at(sh, sh->QW, (size_t)s * dS), *qgs = at(sh, sh->QG, (size_t)s * (size_t)S);
+        st = bn_sharp_apply(sh, op, qs, qgs, sh->X, sh->xg);
+        if (st == BN_OK)
+            st = be->ops->lanczos_extend(be, d, S, s, sh->QW, sh->QG, sh->X, sh->xg, sh->W, proj, su->seed, 0,
+                                         sh->ctl, sh->coef);
+        if (st == BN_OK) st = ctl_down(sh, BN_SC_ALPHA, BN_SC_BETA + 1);
+        if (st == BN_OK) st = down(sh, hcoef, sh->coef, (size_t)(s + 1) * (size_t)S);
+        if (st != BN_OK) break;
+        int64_t m = s + 1;
+        int any_restart = 0;
+        for (int64_t j = 0; j < S; j++) {
+            restart[j] = 0;
+            lz_col *c = &col[j];
+            if (!c->active) continue;
+            iters[j] = m + c->nblocks; /* HVPs: one per step and one per (re)start vector */
+            double a = alpha[j], bb = beta[j];
+            if (!isfinite(a) || !isfinite(bb)) {
+                c->active = 0;
+                for (int64_t i = 0; i < k; i++) eigs[j * k + i] = NAN;
+                continue;
+            }
+            for (int64_t i = c->block0; i <= s; i++) c->G[i * mmax + s] = hcoef[(size_t)i * (size_t)S + (size_t)j];
+            c->beta[s] = bb;
+            c->tscale = fmax(c->tscale, fmax(fabs(c->G[s * mmax + s]), bb));
+            /* m = dim E does not prove that E is spanned: rounding leaks the
+             * basis into the zero eigenspace (0 is often interior to the
+             * spectrum, where Lanczos amplifies such components), so only the
+             * whole space, or a failed restart, counts as exhausted. */
+            int exhausted = m >= dim;
+            int brk = !exhausted && bb <= bthr * c->tscale;
+            if (brk) {
+                c->beta[s] = 0;
+                if ((st = lz_close(c, m, buf)) != BN_OK) break;
+                if (m < mmax) {
+                    restart[j] = 1;
+                    any_restart = 1;
+                    continue; /* checked once the restart tells whether E is spanned */
+                }
+            }
+            int check = exhausted || brk || m == mmax || (m >= k && (m <= 24 || m % 4 == 0));
+            if (!check) continue;
+            int ok = 0;
+            if ((st = lz_check(c, m, k, dim, tol, exhausted, eigs + j * k, &ok, buf)) != BN_OK) break;
+            if (ok) {
+                conv[j] = 1;
+                c->active = 0;
+            }
+        }
+        if (st != BN_OK) break;
+        if (any_restart) {
+            /* A new block: the next vector of E, orthogonal to the basis, in slot m. */
+            for (int64_t j = 0; j < S; j++) act[j] = restart[j];
+            st = ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1);
+            if (st == BN_OK) st = lz_new_vector(sh, op, s, cbase + (uint64_t)m, beta0);
+            if (st == BN_OK) st = ctl_down(sh, BN_SC_BETA, BN_SC_BETA + 1);
+            for (int64_t j = 0; st == BN_OK && j < S; j++) {
+                if (!restart[j]) continue;
+                lz_col *c = &col[j];
+                /* Spanned: every eigenvalue of E is in the closed blocks.  Else
+                 * the new block is explored before the next check. */
+                if (beta0[j] > 0 && beta[j] > exhaust) continue;
+                int ok = 0;
+                st = lz_check(c, m, k, dim, tol, 1, eigs + j * k, &ok, buf);
+                conv[j] = 1;
+                c->active = 0;
+            }
+        }
+        nactive = 0;
+        for (int64_t j = 0; j < S; j++) {
+            nactive += col[j].active;
+            act[j] = col[j].active;
+        }
+        if (st == BN_OK && nactive > 0) st = ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1);
+    }
+    free(col);
+    free(store);
+    free(hcoef);
+    free(buf);
+    free(beta0);
+    free(restart);
+    return st;
+}
+
+/* ------------------------------------------------------------ dense path */
+
+bn_status bn_sharp_dense_hessian(bn_sharp *sh, int64_t j0, int64_t j1, double *H)
+{
+    const bn_sharp_setup *su = &sh->su;
+    int64_t S = su->S, d = su->d, D = d + 1;
+    if (j0 < 0 || j1 > S || j0 >= j1) return bn_fail(BN_ERR_ARG, "dense Hessian: bad column range");
+    if (!sh->W) return bn_fail(BN_ERR_ARG, "sharpness: no state set");
+    int64_t G = j1 - j0;
+    size_t dS = (size_t)d * (size_t)S;
+    double *E = calloc(dS, sizeof(double)), *eg = calloc((size_t)S, sizeof(double));
+    double *X = malloc(dS * sizeof(double)), *xg = malloc((size_t)S * sizeof(double));
+    void *dE = NULL, *deg = NULL;
+    bn_status st = (E && eg && X && xg) ? BN_OK : bn_fail(BN_ERR_NOMEM, "dense Hessian: no memory");
+    if (st == BN_OK) st = dalloc(sh, dS, &dE);
+    if (st == BN_OK) st = dalloc(sh, (size_t)S, &deg);
+    for (int64_t i = 0; st == BN_OK && i < D; i++) {
+        for (int64_t j = 0; j < S; j++) {
+            if (i > 0 && i - 1 < d) E[(size_t)j * (size_t)d + (size_t)(i - 1)] = 0;
+            if (i < d) E[(size_t)j * (size_t)d + (size_t)i] = 1;
+            eg[j] = i == d;
+        }
+        st = up(sh, dE, E, dS);
+        if (st == BN_OK) st = up(sh, deg, eg, (size_t)S);
+        if (st == BN_OK) st = bn_sharp_apply(sh, 0, dE, deg, sh->X, sh->xg);
+        if (st == BN_OK) st = down(sh, X + (size_t)j0 * (size_t)d, at(sh, sh->X, (size_t)j0 * (size_t)d), (size_t)(G * d));
+        if (st == BN_OK) st = down(sh, xg, sh->xg, (size_t)S);
+        for (int64_t g = 0; st == BN_OK && g < G; g++) {
+            double *Hg = H + (size_t)g * (size_t)(D * D);
+            const double *x = X + (size_t)(j0 + g) * (size_t)d;
+            for (int64_t r = 0; r < d; r++) Hg[r * D + i] = x[r];
+            Hg[d * D + i] = xg[j0 + g];
+        }
+    }
+    if (dE) sh->be->ops->dealloc(sh->be, dE);
+    if (deg) sh->be->ops->dealloc(sh->be, deg);
+    free(E);
+    free(eg);
+    free(X);
+    free(xg);
+    return st;
+}
+
+bn_status bn_sharp_dense_eigs(const double *H, int64_t d, const double *w, double eta_w,
+                              double eta_gamma, int op, double *evals, int64_t *count)
+{
+    int64_t D = d + 1;
+    double *M = malloc((size_t)(D * D) * sizeof(double));
+    double *hv = malloc((size_t)D * 2 * sizeof(double));
+    if (!M || !hv) {
+        free(M);
+        free(hv);
+        return bn_fail(BN_ERR_NOMEM, "dense eigenvalues: no memory");
+    }
+    double pw = (op & BN_SOP_WEIGHTED) ? sqrt(eta_w) : 1, pg = (op & BN_SOP_WEIGHTED) ? sqrt(eta_gamma) : 1;
+    for (int64_t a = 0; a < D; a++)
+        for (int64_t b = 0; b < D; b++) {
+            double s = 0.5 * (H[a * D + b] + H[b * D + a]);
+            M[a * D + b] = s * (a < d ? pw : pg) * (b < d ? pw : pg);
+        }
+    bn_status st;
+    if (op & BN_SOP_PROJECT) {
+        /* Householder Q = I - τhhᵀ maps e = (ŵ, 0) to ∓e_0; the trailing
+         * d×d block of QMQ is the operator on range(Π) in an orthonormal basis. */
+        double *h = hv, *p = hv + D, nw = 0;
+        for (int64_t i = 0; i < d; i++) nw += w[i] * w[i];
+        nw = sqrt(nw);
+        for (int64_t i = 0; i < d; i++) h[i] = w[i] / nw;
+        h[d] = 0;
+        h[0] += h[0] >= 0 ? 1 : -1;
+        double hh = 0;
+        for (int64_t i = 0; i < D; i++) hh += h[i] * h[i];
+        double tau = 2 / hh, K = 0;
+        for (int64_t a = 0; a < D; a++) {
+            double s = 0;
+            for (int64_t b = 0; b < D; b++) s += M[a * D + b] * h[b];
+            p[a] = tau * s;
+            K += h[a] * p[a];
+        }
+        K *= tau / 2;
+        for (int64_t a = 0; a < D; a++) p[a] -= K * h[a];
+        for (int64_t a = 0; a < D; a++)
+            for (int64_t b = 0; b < D; b++) M[a * D + b] -= h[a] * p[b] + p[a] * h[b];
+        /* trailing block, packed */
+        for (int64_t a = 1; a < D; a++)
+            for (int64_t b = 1; b < D; b++) M[(a - 1) * d + (b - 1)] = M[a * D + b];
+        st = bn_la_sym_eigen(M, d, evals, NULL);
+        *count = d;
+    } else {
+        st = bn_la_sym_eigen(M, D, evals, NULL);
+        *count = D;
+    }
+    if (st == BN_OK) qsort(evals, (size_t)*count, sizeof(double), cmp_desc);
+    free(M);
+    free(hv);
+    return st;
+}

@@ -1,0 +1,148 @@
+/* Sharpness along every trajectory (issue 3): exact batched Hessian-vector
+ * products, a batched shifted power iteration, Lanczos with full
+ * reorthogonalization, and the dense Hessian for small problems.
+ *
+ * Everything runs through the backend table (backend.h): one HVP is two
+ * batched matrix products (product_xw, product_xtq) around one column pass
+ * (hvp_columns); the vector algebra of the iterations is in the backend ops
+ * power_update and lanczos_extend.  The host only moves O(S) scalars per
+ * iteration (the control block, bn_hvp_math.h), plus, for Lanczos, the small
+ * tridiagonal eigenproblems.
+ *
+ * Operators.  H is the (d+1)×(d+1) Hessian of L in (w, γ) at the state set by
+ * bn_sharp_set_state.  op is a combination of the flags below:
+ *   0                      H
+ *   WEIGHTED               P^½ H P^½, P = diag(η_w·I_d, η_γ) of the trajectory
+ *   PROJECT                Π H Π on range(Π), Π = I - (ŵ,0)(ŵ,0)ᵀ, ŵ = w/‖w‖:
+ *                          the directions that change the direction of w, or γ
+ *   WEIGHTED|PROJECT       Π P^½ H P^½ Π on range(Π)  (P^½ and Π commute)
+ * "On range(Π)" means the eigenvalue belonging to (ŵ, 0) itself (an exact 0 of
+ * ΠHΠ) is excluded: the vectors of the iterations stay in range(Π).
+ *
+ * Power iteration and the shift.  Power iteration converges to the eigenvalue
+ * of largest magnitude, and H is indefinite.  Each column iterates on
+ * B = A - σI (σ ≤ 0, starting at the previous record's σ, 0 at first):
+ *   - every Rayleigh quotient μ = vᵀAv is a lower bound of λ_max(A); the
+ *     reported value is the largest one seen, so the estimate never exceeds
+ *     λ_max (up to rounding) and never belongs to the wrong end;
+ *   - when μ - σ < 0 settles (relative change ≤ 1e-2), the dominant
+ *     eigenvalue of B is λ_min(A) - σ: σ becomes μ (≥ λ_min, so B is then
+ *     positive semidefinite up to the error of that estimate) and the column
+ *     restarts from its record's start vector; this may repeat;
+ *   - convergence: relative change |μ_k - μ_{k-1}| ≤ tol·max(|μ_k|, |μ_k - σ|),
+ *     and, once the changes shrink geometrically with ratio ρ < 1, the
+ *     extrapolated remaining change |Δ|/(1-ρ) too; only with μ - σ ≥ 0.
+ *   The start vector of a record is the previous record's final vector
+ *   (warm start), projected on range(Π) and normalized; at the first record a
+ *   deterministic pseudo-random vector (key = seed id).
+ *
+ * Lanczos.  H maps everything into rowspace(Xc) ⊕ γ and vanishes on
+ * null(Xc) × {0}; so every operator above is block diagonal: on the invariant
+ * subspace E = Π P^½ (rowspace ⊕ γ) (dimension r+1, minus 1 for PROJECT when
+ * w is in the row space) and exactly 0 on the rest of its space.  Lanczos
+ * runs in E (start and restart vectors are Π·A·x for a pseudo-random x) and
+ * the exact zeros, dim - dim E of them, are added to its Ritz values; without
+ * this a single Krylov sequence would see the (highly repeated) zero once.
+ * Full reorthogonalization
+ * (modified Gram-Schmidt, twice) in lanczos_extend.  A Ritz value θ with
+ * residual bound |β_m s_m| ≤ tol·scale (scale = largest |Ritz value|) is
+ * converged (an eigenvalue lies within that bound).  Exact multiplicities
+ * (whitened data has them) are found by restarting: when β_m ≤ ~tol·scale the
+ * Krylov space is invariant, the block is closed (its Ritz values are
+ * eigenvalues) and a new random vector orthogonal to the basis opens the next
+ * block.  While the open block's top Ritz value is not converged, or ties with
+ * a closed block's value inside the top k, the process continues.
+ *
+ * Precision: tol is raised to 4·ε·√(d+1) of the backend precision
+ * (bn_sharp_tol_effective), the level of rounding noise in μ: ≈ 4e-6 for fp32
+ * at d = 256, ≈ 1.4e-14 for fp64. */
+#ifndef BN_SHARPNESS_H
+#define BN_SHARPNESS_H
+
+#include "backend.h"
+
+enum { BN_SOP_WEIGHTED = 1, BN_SOP_PROJECT = 2, BN_SOP_COUNT = 4 };
+
+typedef struct {
+    int64_t n, d, S;
+    int logistic;
+    const void *Xc, *y;              /* backend buffers (n×d col-major, n), kept by the caller */
+    const double *eta_w, *eta_gamma; /* host, S each: P of the weighted operators (copied)   */
+    uint64_t seed;                   /* column j's pseudo-random vectors use key seed + j      */
+    double tol;                      /* power: relative change; Lanczos: Ritz residual / scale */
+    int64_t maxiter;                 /* HVPs per power iteration (≥ 1)                        */
+    int64_t lanczos_max;             /* Lanczos basis size limit (0: no Lanczos buffers)      */
+    /* For Lanczos: the numerical rank r of Xc (0 = unknown: no zeros are added)
+     * and, per column, whether w lies in the row space of Xc (NULL = all do;
+     * GD keeps w's null-space part fixed, so the flag of w0 holds throughout). */
+    int64_t rank;
+    const unsigned char *w_in_rowspace;
+} bn_sharp_setup;
+
+typedef struct bn_sharp bn_sharp;
+
+/* BN_ERR_UNAVAILABLE when the backend lacks the sharpness ops. */
+bn_status bn_sharp_create(bn_backend *be, const bn_sharp_setup *su, bn_sharp **out);
+void bn_sharp_free(bn_sharp *sh);
+double bn_sharp_tol_effective(const bn_sharp *sh);
+/* Dimension of the space op acts on: d+1, or d with PROJECT. */
+int64_t bn_sharp_dim(const bn_sharp *sh, int op);
+
+/* The state (w_t, γ_t) of every column: W d×S, gamma S (backend buffers, read
+ * now and by the calls that follow until the next bn_sharp_set_state). */
+bn_status bn_sharp_set_state(bn_sharp *sh, const void *W, const void *gamma);
+
+/* (X, xg) = P^½ H P^½ (V, vg) (WEIGHTED) or H (V, vg), backend buffers
+ * (d×S, S).  PROJECT is not applied here (the iterations project). */
+bn_status bn_sharp_apply(bn_sharp *sh, int op, const void *V, const void *vg, void *X, void *xg);
+
+/* λ_max of op for every column by the shifted power iteration (see above).
+ * lam, shift: S (float64; shift = the final σ, 0 when none was needed);
+ * iters, conv: S (HVPs used, 1 = converged).  NaN for a non-finite state. */
+bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64_t *iters,
+                         int64_t *conv);
+
+/* The pieces of bn_sharp_power, for benchmarks: prepare sets the start
+ * vectors and activates every column; one iteration is one HVP, the vector
+ * update (power_update) and the O(S) download of the control block. */
+bn_status bn_sharp_power_prepare(bn_sharp *sh, int op);
+bn_status bn_sharp_power_iteration(bn_sharp *sh, int op);
+
+/* The k largest eigenvalues of op (descending) for every column: eigs S×k
+ * row-major (NaN past the dimension); iters, conv: S. */
+bn_status bn_sharp_lanczos(bn_sharp *sh, int op, int64_t k, double *eigs, int64_t *iters,
+                           int64_t *conv);
+
+/* The dense Hessian H of columns j0..j1-1, built from the HVPs of the d+1
+ * unit vectors: H (j1-j0)×(d+1)×(d+1) row-major, float64; not symmetrized. */
+bn_status bn_sharp_dense_hessian(bn_sharp *sh, int64_t j0, int64_t j1, double *H);
+/* Host: all eigenvalues (descending) of op built from one column's dense H
+ * (symmetrized), its w (d) and step sizes.  evals: d+1 entries; *count
+ * receives the dimension (d+1, or d with PROJECT). */
+bn_status bn_sharp_dense_eigs(const double *H, int64_t d, const double *w, double eta_w,
+                              double eta_gamma, int op, double *evals, int64_t *count);
+
+/* ------------------------------------------------------ records of a run */
+
+typedef struct bn_sharp_log bn_sharp_log;
+
+/* Checks the sharpness settings of a run (d: the data dimension). */
+bn_status bn_sharp_validate(const bn_run_config *cfg, int64_t d);
+/* Xc, y: backend buffers; xc_host (n×d row-major) and w0_host (S×d) are read
+ * here only (Lanczos: the rank of Xc and whether each w0 is in its row space;
+ * rank_hint > 0 is used as the rank when known, e.g. from the reference). */
+bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *cfg, int64_t n, int64_t d,
+                              const void *Xc, const void *y, const double *eta_w,
+                              const double *eta_gamma, const double *xc_host,
+                              const double *w0_host, int64_t rank_hint, bn_sharp_log **out);
+void bn_sharp_log_free(bn_sharp_log *lg);
+/* The first sharpness step > t (T+1 when none is left). */
+int64_t bn_sharp_log_next_step(const bn_sharp_log *lg, int64_t t);
+/* Records step t when it is a sharpness step (else does nothing); W, gamma
+ * hold the state (w_t, γ_t). */
+bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void *gamma);
+int bn_sharp_log_n_arrays(const bn_sharp_log *lg);
+bn_status bn_sharp_log_array(const bn_sharp_log *lg, int i, bn_sim_array *out);
+void bn_sharp_log_info(const bn_sharp_log *lg, bn_sharpness_info *info);
+
+#endif

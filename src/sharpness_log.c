@@ -1,0 +1,349 @@
+/* Sharpness records of a run (issue 3): the schedule, the per-record calls
+ * into the engine (sharpness.c) and the record arrays of bnspike.h. */
+#include "sharpness.h"
+#include "linalg.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Host memory the exact method may use for dense Hessians at once. */
+#define BN_DENSE_BUDGET ((size_t)512 << 20)
+#define BN_EXACT_MAX_D 1024
+
+enum { K_PLAIN, K_WEIGHTED, K_SPHERE, K_COUNT };
+
+enum {
+    A_STEP, A_LAM0, A_LAM1, A_LAM2, A_ITERS, A_CONV, A_SHIFT, A_EIGS, A_EIG_ITERS, A_EIG_CONV,
+    A_COUNT
+};
+static const char *const array_names[A_COUNT] = {
+    "sharpness_step", "sharpness", "sharpness_weighted", "sharpness_sphere", "sharpness_iters",
+    "sharpness_converged", "sharpness_shift", "eigs", "eigs_iters", "eigs_converged"};
+
+struct bn_sharp_log {
+    bn_backend *be;
+    bn_sharp *eng;
+    int64_t n, d, S, T, K, Rs, k;
+    int method, ops[K_COUNT], eig_op;
+    double *eta_w, *eta_g;
+    int64_t *steps;                 /* Rs */
+    double *lam[K_COUNT];           /* S×Rs each */
+    int64_t *iters, *conv;          /* S×Rs×3 */
+    double *shift;                  /* S×Rs×3 */
+    double *eigs;                   /* S×Rs×k */
+    int64_t *eig_iters, *eig_conv;  /* S×Rs */
+    /* scratch, S (or S×k) each */
+    double *t_lam, *t_shift, *t_eigs;
+    int64_t *t_iters, *t_conv;
+    bn_sharpness_info info;
+};
+
+bn_status bn_sharp_validate(const bn_run_config *c, int64_t d)
+{
+    if (c->sharpness_every < 0)
+        return bn_fail(BN_ERR_ARG, "sharpness_every must be >= 0 (got %lld)", (long long)c->sharpness_every);
+    if (c->sharpness_every == 0) {
+        if (c->eigs > 0)
+            return bn_fail(BN_ERR_ARG, "eigs needs sharpness records: set sharpness_every (--sharpness-every K)");
+        return BN_OK;
+    }
+    if (c->sharpness_method != BN_SHARPNESS_POWER && c->sharpness_method != BN_SHARPNESS_EXACT)
+        return bn_fail(BN_ERR_ARG, "unknown sharpness method %d", c->sharpness_method);
+    if (!isfinite(c->sharpness_tol) || c->sharpness_tol <= 0 || c->sharpness_tol >= 1)
+        return bn_fail(BN_ERR_ARG, "sharpness_tol must be in (0, 1) (got %g)", c->sharpness_tol);
+    if (c->sharpness_maxiter < 1)
+        return bn_fail(BN_ERR_ARG, "sharpness_maxiter must be >= 1 (got %lld)", (long long)c->sharpness_maxiter);
+    if (c->eigs < 0 || c->eigs > d + 1)
+        return bn_fail(BN_ERR_ARG, "eigs must be between 0 and d+1 = %lld (got %lld)", (long long)(d + 1),
+                       (long long)c->eigs);
+    if (c->eigs_operator < BN_EIGS_HESSIAN || c->eigs_operator > BN_EIGS_SPHERE)
+        return bn_fail(BN_ERR_ARG, "unknown eigs operator %d", c->eigs_operator);
+    if (c->eigs_maxiter < 0)
+        return bn_fail(BN_ERR_ARG, "eigs_maxiter must be >= 0 (got %lld)", (long long)c->eigs_maxiter);
+    if (c->eigs > 0 && c->eigs_maxiter > 0 && c->eigs_maxiter < c->eigs)
+        return bn_fail(BN_ERR_ARG, "eigs_maxiter (%lld) must be at least eigs (%lld)",
+                       (long long)c->eigs_maxiter, (long long)c->eigs);
+    if (c->sharpness_method == BN_SHARPNESS_EXACT && d > BN_EXACT_MAX_D)
+        return bn_fail(BN_ERR_ARG,
+                       "the exact sharpness method builds the dense (d+1)×(d+1) Hessian and is "
+                       "limited to d <= %d (d = %lld); use the power method",
+                       BN_EXACT_MAX_D, (long long)d);
+    return BN_OK;
+}
+
+void bn_sharp_log_free(bn_sharp_log *lg)
+{
+    if (!lg) return;
+    bn_sharp_free(lg->eng);
+    for (int k = 0; k < K_COUNT; k++) free(lg->lam[k]);
+    free(lg->steps);
+    free(lg->iters);
+    free(lg->conv);
+    free(lg->shift);
+    free(lg->eigs);
+    free(lg->eig_iters);
+    free(lg->eig_conv);
+    free(lg->t_lam);
+    free(lg->t_shift);
+    free(lg->t_eigs);
+    free(lg->t_iters);
+    free(lg->t_conv);
+    free(lg->eta_w);
+    free(lg->eta_g);
+    free(lg);
+}
+
+/* The rank of Xc and, per trajectory, whether w0 lies in its row space
+ * (GD never changes w's null-space part).  Only Lanczos needs them. */
+static bn_status rowspace_facts(const bn_run_config *c, const double *xc, int64_t n, int64_t d,
+                                const double *w0, int64_t rank_hint, int64_t *rank,
+                                unsigned char *inrow)
+{
+    int64_t S = c->seeds;
+    for (int64_t j = 0; j < S; j++) inrow[j] = 1;
+    *rank = rank_hint;
+    if (*rank <= 0) BN_TRY(bn_la_rank(xc, n, d, -1.0, rank));
+    if (c->project_w0 || *rank >= d) return BN_OK;
+    bn_la_rowspace *rs = NULL;
+    BN_TRY(bn_la_rowspace_create(xc, n, d, 0.0, &rs));
+    double *pw = malloc((size_t)d * sizeof(double));
+    bn_status st = pw ? BN_OK : bn_fail(BN_ERR_NOMEM, "cannot allocate %lld doubles", (long long)d);
+    for (int64_t j = 0; st == BN_OK && j < S; j++) {
+        st = bn_la_rowspace_project(rs, w0 + j * d, 1, pw);
+        double e = 0, wn = 0;
+        for (int64_t i = 0; i < d; i++) {
+            e += (w0[j * d + i] - pw[i]) * (w0[j * d + i] - pw[i]);
+            wn += w0[j * d + i] * w0[j * d + i];
+        }
+        inrow[j] = e <= 1e-20 * wn;
+    }
+    free(pw);
+    bn_la_rowspace_free(rs);
+    return st;
+}
+
+bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n, int64_t d,
+                              const void *Xc, const void *y, const double *eta_w,
+                              const double *eta_gamma, const double *xc_host,
+                              const double *w0_host, int64_t rank_hint, bn_sharp_log **out)
+{
+    *out = NULL;
+    BN_TRY(bn_sharp_validate(c, d));
+    bn_sharp_log *lg = calloc(1, sizeof *lg);
+    if (!lg) return bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness records");
+    lg->be = be;
+    lg->n = n;
+    lg->d = d;
+    lg->S = c->seeds;
+    lg->T = c->steps;
+    lg->K = c->sharpness_every;
+    lg->Rs = bn_record_count(c->steps, c->sharpness_every);
+    lg->k = c->eigs;
+    lg->method = c->sharpness_method;
+    int sphere = BN_SOP_PROJECT | (c->sharpness_sphere_plain ? 0 : BN_SOP_WEIGHTED);
+    lg->ops[K_PLAIN] = 0;
+    lg->ops[K_WEIGHTED] = BN_SOP_WEIGHTED;
+    lg->ops[K_SPHERE] = sphere;
+    lg->eig_op = c->eigs_operator == BN_EIGS_HESSIAN ? 0
+                 : c->eigs_operator == BN_EIGS_WEIGHTED ? BN_SOP_WEIGHTED : sphere;
+    int64_t S = lg->S, Rs = lg->Rs, k = lg->k > 0 ? lg->k : 1;
+    size_t sr = (size_t)S * (size_t)Rs;
+    int ok = 1;
+    for (int q = 0; q < K_COUNT && ok; q++) ok = (lg->lam[q] = malloc(sr * sizeof(double))) != NULL;
+    ok = ok && (lg->steps = malloc((size_t)Rs * sizeof(int64_t))) && (lg->iters = calloc(sr * 3, sizeof(int64_t))) &&
+         (lg->conv = calloc(sr * 3, sizeof(int64_t))) && (lg->shift = calloc(sr * 3, sizeof(double))) &&
+         (lg->t_lam = malloc((size_t)S * sizeof(double))) && (lg->t_shift = malloc((size_t)S * sizeof(double))) &&
+         (lg->t_eigs = malloc((size_t)(S * k) * sizeof(double))) &&
+         (lg->t_iters = malloc((size_t)S * sizeof(int64_t))) && (lg->t_conv = malloc((size_t)S * sizeof(int64_t))) &&
+         (lg->eta_w = malloc((size_t)S * sizeof(double))) && (lg->eta_g = malloc((size_t)S * sizeof(double)));
+    if (ok && lg->k > 0)
+        ok = (lg->eigs = malloc(sr * (size_t)lg->k * sizeof(double))) && (lg->eig_iters = calloc(sr, sizeof(int64_t))) &&
+             (lg->eig_conv = calloc(sr, sizeof(int64_t)));
+    if (!ok) {
+        bn_sharp_log_free(lg);
+        return bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness records (%lld seeds × %lld records)",
+                       (long long)S, (long long)Rs);
+    }
+    memcpy(lg->eta_w, eta_w, (size_t)S * sizeof(double));
+    memcpy(lg->eta_g, eta_gamma, (size_t)S * sizeof(double));
+    for (int q = 0; q < K_COUNT; q++)
+        for (size_t i = 0; i < sr; i++) lg->lam[q][i] = NAN;
+    if (lg->k > 0)
+        for (size_t i = 0; i < sr * (size_t)lg->k; i++) lg->eigs[i] = NAN;
+    for (int64_t t = 0, r = 0; t <= lg->T; t++)
+        if (bn_record_slot(t, lg->T, lg->K) >= 0) lg->steps[r++] = t;
+
+    int64_t lmax = 0;
+    if (lg->k > 0 && lg->method == BN_SHARPNESS_POWER) {
+        int64_t dim = d + 1;
+        lmax = c->eigs_maxiter > 0 ? c->eigs_maxiter : 6 * lg->k + 60;
+        if (lmax > dim) lmax = dim;
+    }
+    int64_t rank = 0;
+    unsigned char *inrow = NULL;
+    bn_status st = BN_OK;
+    if (lmax > 0) {
+        inrow = malloc((size_t)S);
+        st = inrow ? rowspace_facts(c, xc_host, n, d, w0_host, rank_hint, &rank, inrow)
+                   : bn_fail(BN_ERR_NOMEM, "cannot allocate %lld flags", (long long)S);
+    }
+    bn_sharp_setup su = {
+        .n = n, .d = d, .S = S, .logistic = c->loss == BN_LOSS_LOGISTIC, .Xc = Xc, .y = y,
+        .eta_w = eta_w, .eta_gamma = eta_gamma, .seed = c->seed, .tol = c->sharpness_tol,
+        .maxiter = c->sharpness_maxiter, .lanczos_max = lmax, .rank = rank, .w_in_rowspace = inrow};
+    if (st == BN_OK) st = bn_sharp_create(be, &su, &lg->eng);
+    free(inrow);
+    if (st != BN_OK) {
+        bn_sharp_log_free(lg);
+        return st;
+    }
+    lg->info.records = Rs;
+    lg->info.tol_effective = bn_sharp_tol_effective(lg->eng);
+    lg->info.eigs_maxiter = lmax;
+    *out = lg;
+    return BN_OK;
+}
+
+int64_t bn_sharp_log_next_step(const bn_sharp_log *lg, int64_t t)
+{
+    int64_t nx = (t / lg->K + 1) * lg->K;
+    if (nx > lg->T) nx = t < lg->T ? lg->T : lg->T + 1;
+    return nx;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static bn_status download_f64(bn_backend *be, double *dst, const void *src, size_t count)
+{
+    if (be->precision == BN_FP64) return be->ops->download(be, dst, src, count * sizeof(double));
+    float *t = malloc(count * sizeof(float) + 1);
+    if (!t) return bn_fail(BN_ERR_NOMEM, "cannot allocate %zu bytes of staging memory", count * 4);
+    bn_status st = be->ops->download(be, t, src, count * sizeof(float));
+    for (size_t i = 0; st == BN_OK && i < count; i++) dst[i] = (double)t[i];
+    free(t);
+    return st;
+}
+
+/* The exact method: dense Hessians in groups that fit BN_DENSE_BUDGET. */
+static bn_status record_exact(bn_sharp_log *lg, int64_t r, const void *W)
+{
+    int64_t S = lg->S, d = lg->d, D = d + 1, Rs = lg->Rs;
+    size_t per = (size_t)(D * D) * sizeof(double);
+    int64_t G = (int64_t)(BN_DENSE_BUDGET / per);
+    if (G < 1) G = 1;
+    if (G > S) G = S;
+    double *H = malloc((size_t)G * per), *w = malloc((size_t)(d * S) * sizeof(double));
+    double *ev = malloc((size_t)D * sizeof(double));
+    bn_status st = (H && w && ev) ? BN_OK : bn_fail(BN_ERR_NOMEM, "exact sharpness: cannot allocate %lld dense Hessians",
+                                                     (long long)G);
+    if (st == BN_OK) st = download_f64(lg->be, w, W, (size_t)(d * S));
+    for (int64_t j0 = 0; st == BN_OK && j0 < S; j0 += G) {
+        int64_t j1 = j0 + G < S ? j0 + G : S;
+        st = bn_sharp_dense_hessian(lg->eng, j0, j1, H);
+        for (int64_t j = j0; st == BN_OK && j < j1; j++) {
+            const double *Hj = H + (size_t)(j - j0) * (size_t)(D * D);
+            int finite = 1;
+            for (int64_t i = 0; i < D * D && finite; i++) finite = isfinite(Hj[i]);
+            size_t at = (size_t)j * (size_t)Rs + (size_t)r;
+            for (int q = 0; q < K_COUNT + 1 && st == BN_OK; q++) {
+                if (q == K_COUNT && lg->k == 0) break;
+                int op = q < K_COUNT ? lg->ops[q] : lg->eig_op;
+                int64_t cnt = 0;
+                if (finite)
+                    st = bn_sharp_dense_eigs(Hj, d, w + j * d, lg->eta_w[j], lg->eta_g[j], op, ev, &cnt);
+                if (st != BN_OK) break;
+                if (q < K_COUNT) {
+                    lg->lam[q][at] = finite ? ev[0] : NAN;
+                    lg->iters[at * 3 + (size_t)q] = D;
+                    lg->conv[at * 3 + (size_t)q] = finite;
+                    lg->shift[at * 3 + (size_t)q] = 0;
+                } else {
+                    for (int64_t i = 0; i < lg->k; i++) lg->eigs[at * (size_t)lg->k + (size_t)i] = finite && i < cnt ? ev[i] : NAN;
+                    lg->eig_iters[at] = D;
+                    lg->eig_conv[at] = finite;
+                }
+            }
+        }
+    }
+    free(H);
+    free(w);
+    free(ev);
+    return st;
+}
+
+bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void *gamma)
+{
+    int64_t r = bn_record_slot(t, lg->T, lg->K);
+    if (r < 0) return BN_OK;
+    double t0 = now_seconds();
+    int64_t S = lg->S, Rs = lg->Rs;
+    BN_TRY(bn_sharp_set_state(lg->eng, W, gamma));
+    if (lg->method == BN_SHARPNESS_EXACT) {
+        BN_TRY(record_exact(lg, r, W));
+    } else {
+        for (int q = 0; q < K_COUNT; q++) {
+            BN_TRY(bn_sharp_power(lg->eng, lg->ops[q], lg->t_lam, lg->t_shift, lg->t_iters, lg->t_conv));
+            for (int64_t j = 0; j < S; j++) {
+                size_t at = (size_t)j * (size_t)Rs + (size_t)r;
+                lg->lam[q][at] = lg->t_lam[j];
+                lg->iters[at * 3 + (size_t)q] = lg->t_iters[j];
+                lg->conv[at * 3 + (size_t)q] = lg->t_conv[j];
+                lg->shift[at * 3 + (size_t)q] = lg->t_shift[j];
+                lg->info.not_converged += !lg->t_conv[j] && isfinite(lg->t_lam[j]);
+                lg->info.shifted += lg->t_shift[j] != 0;
+            }
+        }
+        if (lg->k > 0) {
+            BN_TRY(bn_sharp_lanczos(lg->eng, lg->eig_op, lg->k, lg->t_eigs, lg->t_iters, lg->t_conv));
+            for (int64_t j = 0; j < S; j++) {
+                size_t at = (size_t)j * (size_t)Rs + (size_t)r;
+                memcpy(lg->eigs + at * (size_t)lg->k, lg->t_eigs + j * lg->k, (size_t)lg->k * sizeof(double));
+                lg->eig_iters[at] = lg->t_iters[j];
+                lg->eig_conv[at] = lg->t_conv[j];
+                lg->info.eigs_not_converged += !lg->t_conv[j] && isfinite(lg->t_eigs[j * lg->k]);
+            }
+        }
+    }
+    lg->info.seconds += now_seconds() - t0;
+    return BN_OK;
+}
+
+int bn_sharp_log_n_arrays(const bn_sharp_log *lg) { return lg ? (lg->k > 0 ? A_COUNT : A_EIGS) : 0; }
+
+bn_status bn_sharp_log_array(const bn_sharp_log *lg, int i, bn_sim_array *o)
+{
+    memset(o, 0, sizeof *o);
+    if (!lg || i < 0 || i >= bn_sharp_log_n_arrays(lg))
+        return bn_fail(BN_ERR_ARG, "no sharpness array %d", i);
+    o->name = array_names[i];
+    o->shape[0] = lg->S;
+    o->shape[1] = lg->Rs;
+    o->ndim = 2;
+    switch (i) {
+    case A_STEP: o->ndim = 1; o->shape[0] = lg->Rs; o->shape[1] = 0; o->i64 = lg->steps; break;
+    case A_LAM0: case A_LAM1: case A_LAM2: o->f64 = lg->lam[i - A_LAM0]; break;
+    case A_ITERS: o->ndim = 3; o->shape[2] = K_COUNT; o->i64 = lg->iters; break;
+    case A_CONV: o->ndim = 3; o->shape[2] = K_COUNT; o->i64 = lg->conv; break;
+    case A_SHIFT: o->ndim = 3; o->shape[2] = K_COUNT; o->f64 = lg->shift; break;
+    case A_EIGS: o->ndim = 3; o->shape[2] = lg->k; o->f64 = lg->eigs; break;
+    case A_EIG_ITERS: o->i64 = lg->eig_iters; break;
+    default: o->i64 = lg->eig_conv; break;
+    }
+    return BN_OK;
+}
+
+void bn_sharp_log_info(const bn_sharp_log *lg, bn_sharpness_info *info)
+{
+    if (!lg) {
+        memset(info, 0, sizeof *info);
+        return;
+    }
+    *info = lg->info;
+}

@@ -1,0 +1,751 @@
+/* Sharpness (issue 3): the exact batched HVP against central differences of
+ * the gradient and against the dense Hessian built from HVPs of unit vectors;
+ * the shifted power iteration and Lanczos against LAPACK's eigenvalues of the
+ * dense Hessian; batched against per-trajectory; fp32 against fp64; the sphere
+ * variant against the projected dense Hessian; and the run integration. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "linalg.h"
+#include "rng.h"
+#include "sharpness.h"
+#include "test_support.h"
+
+/* ------------------------------------------------------------ fixtures */
+
+/* One backend with a problem and S states on it, and an engine. */
+typedef struct {
+    bn_backend *be;
+    bn_sharp *sh;
+    int64_t n, d, S;
+    void *dX, *dy, *dW, *dgam;
+    double *W, *gam; /* host copies: S×d, S */
+} fx;
+
+static void up_any(bn_backend *be, void *dst, const double *src, size_t count)
+{
+    if (be->precision == BN_FP64) {
+        cr_assert_eq(be->ops->upload(be, dst, src, count * sizeof(double)), BN_OK);
+        return;
+    }
+    float *t = malloc(count * sizeof(float) + 4);
+    for (size_t i = 0; i < count; i++) t[i] = (float)src[i];
+    cr_assert_eq(be->ops->upload(be, dst, t, count * sizeof(float)), BN_OK);
+    free(t);
+}
+
+static void down_any(bn_backend *be, double *dst, const void *src, size_t count)
+{
+    if (be->precision == BN_FP64) {
+        cr_assert_eq(be->ops->download(be, dst, src, count * sizeof(double)), BN_OK);
+        return;
+    }
+    float *t = malloc(count * sizeof(float) + 4);
+    cr_assert_eq(be->ops->download(be, t, src, count * sizeof(float)), BN_OK);
+    for (size_t i = 0; i < count; i++) dst[i] = t[i];
+    free(t);
+}
+
+static void *dev(bn_backend *be, size_t count)
+{
+    void *p = NULL;
+    cr_assert_eq(be->ops->alloc(be, (count ? count : 1) * bn_real_size(be->precision), &p), BN_OK);
+    return p;
+}
+
+/* Xc: n×d row-major; W: S×d row-major; etas may be NULL (0.9 / 0.05). */
+static void fx_open(fx *f, bn_precision prec, const double *xc, const double *y, int64_t n, int64_t d,
+                    int logistic, int64_t S, const double *W, const double *gam, const double *eta_w,
+                    const double *eta_g, double tol, int64_t maxiter, int64_t lanczos_max, uint64_t seed)
+{
+    memset(f, 0, sizeof *f);
+    cr_assert_eq(bn_backend_open(BN_BACKEND_CPU, prec, 1, 0, &f->be), BN_OK);
+    f->n = n;
+    f->d = d;
+    f->S = S;
+    f->dX = dev(f->be, (size_t)(n * d));
+    f->dy = dev(f->be, (size_t)n);
+    f->dW = dev(f->be, (size_t)(d * S));
+    f->dgam = dev(f->be, (size_t)S);
+    double *cm = malloc((size_t)(n * d) * sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < d; k++) cm[i + k * n] = xc[i * d + k];
+    up_any(f->be, f->dX, cm, (size_t)(n * d));
+    free(cm);
+    up_any(f->be, f->dy, y, (size_t)n);
+    f->W = malloc((size_t)(d * S) * sizeof(double));
+    f->gam = malloc((size_t)S * sizeof(double));
+    memcpy(f->W, W, (size_t)(d * S) * sizeof(double));
+    memcpy(f->gam, gam, (size_t)S * sizeof(double));
+    up_any(f->be, f->dW, W, (size_t)(d * S));
+    up_any(f->be, f->dgam, gam, (size_t)S);
+    double *ew = malloc((size_t)S * sizeof(double)), *eg = malloc((size_t)S * sizeof(double));
+    for (int64_t j = 0; j < S; j++) {
+        ew[j] = eta_w ? eta_w[j] : 0.9;
+        eg[j] = eta_g ? eta_g[j] : 0.05;
+    }
+    /* rank of Xc and which w lie in its row space (Lanczos adds the zeros of null(Xc)) */
+    bn_la_rowspace *rsp = NULL;
+    cr_assert_eq(bn_la_rowspace_create(xc, n, d, 0.0, &rsp), BN_OK);
+    unsigned char *inrow = malloc((size_t)S);
+    double *pw = malloc((size_t)d * sizeof(double));
+    for (int64_t j = 0; j < S; j++) {
+        cr_assert_eq(bn_la_rowspace_project(rsp, W + j * d, 1, pw), BN_OK);
+        double e = 0, wn = 0;
+        for (int64_t k = 0; k < d; k++) {
+            e += (W[j * d + k] - pw[k]) * (W[j * d + k] - pw[k]);
+            wn += W[j * d + k] * W[j * d + k];
+        }
+        inrow[j] = e <= 1e-20 * wn;
+    }
+    bn_sharp_setup su = {.n = n, .d = d, .S = S, .logistic = logistic, .Xc = f->dX, .y = f->dy,
+                         .eta_w = ew, .eta_gamma = eg, .seed = seed, .tol = tol,
+                         .maxiter = maxiter, .lanczos_max = lanczos_max,
+                         .rank = bn_la_rowspace_rank(rsp), .w_in_rowspace = inrow};
+    bn_status st = bn_sharp_create(f->be, &su, &f->sh);
+    cr_assert_eq(st, BN_OK, "bn_sharp_create: %s", bn_last_error());
+    cr_assert_eq(bn_sharp_set_state(f->sh, f->dW, f->dgam), BN_OK);
+    free(ew);
+    free(eg);
+    free(inrow);
+    free(pw);
+    bn_la_rowspace_free(rsp);
+}
+
+static void fx_close(fx *f)
+{
+    bn_sharp_free(f->sh);
+    void *b[] = {f->dX, f->dy, f->dW, f->dgam};
+    for (int i = 0; i < 4; i++) f->be->ops->dealloc(f->be, b[i]);
+    bn_backend_close(f->be);
+    free(f->W);
+    free(f->gam);
+}
+
+/* The dense Hessian of column j (D×D row-major, D = d+1), from unit HVPs. */
+static double *dense_of(fx *f, int64_t j)
+{
+    int64_t D = f->d + 1;
+    double *H = malloc((size_t)(D * D) * sizeof(double));
+    cr_assert_eq(bn_sharp_dense_hessian(f->sh, j, j + 1, H), BN_OK);
+    return H;
+}
+
+/* All eigenvalues (descending) of op for column j, from the dense Hessian. */
+static int64_t dense_eigs(fx *f, int64_t j, int op, double eta_w, double eta_g, double *ev)
+{
+    double *H = dense_of(f, j);
+    int64_t cnt = 0;
+    cr_assert_eq(bn_sharp_dense_eigs(H, f->d, f->W + j * f->d, eta_w, eta_g, op, ev, &cnt), BN_OK);
+    free(H);
+    return cnt;
+}
+
+static double spectral_radius(const double *ev, int64_t cnt)
+{
+    return fmax(fabs(ev[0]), fabs(ev[cnt - 1]));
+}
+
+/* -------------------------------------------------------- HVP vs FD */
+
+/* Central differences of the per-sample gradient (test_support, long double)
+ * along (v, δ): truncation O(h²) ≈ 1e-8·‖third derivative‖, rounding
+ * ≈ 1e-16/h; h = 1e-4 of the scale, so 1e-6 relative separates a wrong term
+ * (O(1)) from the method's error. */
+static void check_hvp_fd(int logistic)
+{
+    ts_problem p;
+    int64_t n = 40, d = 25;
+    ts_problem_make(&p, n, d, logistic, 31 + (uint64_t)logistic);
+    double v[25], delta = 0.37;
+    for (int k = 0; k < d; k++) v[k] = sin(1.0 + 3.0 * k);
+    fx f;
+    fx_open(&f, BN_FP64, p.xc, p.y, n, d, logistic, 1, p.w, &p.gamma, NULL, NULL, 1e-8, 100, 0, 1);
+    void *dV = dev(f.be, (size_t)d), *dvg = dev(f.be, 1), *dXo = dev(f.be, (size_t)d), *dxg = dev(f.be, 1);
+    up_any(f.be, dV, v, (size_t)d);
+    up_any(f.be, dvg, &delta, 1);
+    cr_assert_eq(bn_sharp_apply(f.sh, 0, dV, dvg, dXo, dxg), BN_OK);
+    double hv[26];
+    down_any(f.be, hv, dXo, (size_t)d);
+    down_any(f.be, hv + d, dxg, 1);
+
+    double wn = 0;
+    for (int k = 0; k < d; k++) wn += p.w[k] * p.w[k];
+    double h = 1e-4 * sqrt(wn);
+    double w0[25], g0 = p.gamma, gp[25], gm[25], ggp, ggm, fd[26];
+    memcpy(w0, p.w, sizeof w0);
+    for (int k = 0; k < d; k++) p.w[k] = w0[k] + h * v[k];
+    p.gamma = g0 + h * delta;
+    ts_naive_grad(&p, logistic, gp, &ggp);
+    for (int k = 0; k < d; k++) p.w[k] = w0[k] - h * v[k];
+    p.gamma = g0 - h * delta;
+    ts_naive_grad(&p, logistic, gm, &ggm);
+    for (int k = 0; k < d; k++) fd[k] = (gp[k] - gm[k]) / (2 * h);
+    fd[d] = (ggp - ggm) / (2 * h);
+    double e = ts_rel_err(hv, fd, d + 1);
+    cr_expect_leq(e, 1e-6, "HVP vs central differences of the gradient (%s): rel err %.3e",
+                  logistic ? "logistic" : "square", e);
+    memcpy(p.w, w0, sizeof w0);
+    p.gamma = g0;
+    void *b[] = {dV, dvg, dXo, dxg};
+    for (int i = 0; i < 4; i++) f.be->ops->dealloc(f.be, b[i]);
+    fx_close(&f);
+    ts_problem_free(&p);
+}
+
+Test(sharpness, hvp_vs_finite_differences_square) { check_hvp_fd(0); }
+Test(sharpness, hvp_vs_finite_differences_logistic) { check_hvp_fd(1); }
+
+/* The dense Hessian from the d+1 unit HVPs is symmetric to rounding; a random
+ * HVP equals H·(v, δ); and scale invariance gives H·(w, 0) = (-∇_w L, 0)
+ * exactly (differentiate ∇L(c·w) = ∇L(w)/c at c = 1). */
+static void check_dense(int logistic)
+{
+    ts_problem p;
+    int64_t n = 30, d = 50, D = 51;
+    ts_problem_make(&p, n, d, logistic, 41 + (uint64_t)logistic);
+    fx f;
+    fx_open(&f, BN_FP64, p.xc, p.y, n, d, logistic, 1, p.w, &p.gamma, NULL, NULL, 1e-8, 100, 0, 1);
+    double *H = dense_of(&f, 0);
+    double asym = 0, hmax = 0;
+    for (int64_t a = 0; a < D; a++)
+        for (int64_t b = 0; b < D; b++) {
+            asym = fmax(asym, fabs(H[a * D + b] - H[b * D + a]));
+            hmax = fmax(hmax, fabs(H[a * D + b]));
+        }
+    cr_expect_leq(asym, 1e-10 * hmax, "dense Hessian asymmetry %.3e (max entry %.3e)", asym, hmax);
+
+    double v[51], hv[51], ref[51];
+    for (int k = 0; k < D; k++) v[k] = cos(0.3 + 1.7 * k);
+    void *dV = dev(f.be, (size_t)d), *dvg = dev(f.be, 1), *dXo = dev(f.be, (size_t)d), *dxg = dev(f.be, 1);
+    up_any(f.be, dV, v, (size_t)d);
+    up_any(f.be, dvg, v + d, 1);
+    cr_assert_eq(bn_sharp_apply(f.sh, 0, dV, dvg, dXo, dxg), BN_OK);
+    down_any(f.be, hv, dXo, (size_t)d);
+    down_any(f.be, hv + d, dxg, 1);
+    for (int64_t a = 0; a < D; a++) {
+        ref[a] = 0;
+        for (int64_t b = 0; b < D; b++) ref[a] += H[a * D + b] * v[b];
+    }
+    double e = ts_rel_err(hv, ref, D);
+    cr_expect_leq(e, 1e-12, "HVP vs dense Hessian times v: %.3e", e);
+
+    /* Euler: H (w, 0) = (-∇_w L, 0). */
+    double zero = 0, g[50], gg;
+    up_any(f.be, dV, p.w, (size_t)d);
+    up_any(f.be, dvg, &zero, 1);
+    cr_assert_eq(bn_sharp_apply(f.sh, 0, dV, dvg, dXo, dxg), BN_OK);
+    down_any(f.be, hv, dXo, (size_t)d);
+    down_any(f.be, hv + d, dxg, 1);
+    ts_naive_grad(&p, logistic, g, &gg);
+    for (int k = 0; k < d; k++) g[k] = -g[k];
+    double gn = ts_max_abs(g, d);
+    e = ts_rel_err(hv, g, d);
+    cr_expect_leq(e, 1e-10, "H·(w,0) vs -∇_w L: rel err %.3e", e);
+    cr_expect_leq(fabs(hv[d]), 1e-10 * gn, "(H·(w,0))_γ = %.3e, expected 0", hv[d]);
+
+    void *b[] = {dV, dvg, dXo, dxg};
+    for (int i = 0; i < 4; i++) f.be->ops->dealloc(f.be, b[i]);
+    free(H);
+    fx_close(&f);
+    ts_problem_free(&p);
+}
+
+Test(sharpness, dense_hessian_symmetric_square) { check_dense(0); }
+Test(sharpness, dense_hessian_symmetric_logistic) { check_dense(1); }
+
+/* ------------------------------------------- eigensolvers vs LAPACK */
+
+/* S states of one problem: w_j = w + 0.3·j·ξ_j, γ_j varied; optionally the
+ * "negative-dominant" state (see make_negative). */
+static void make_states(const ts_problem *p, int64_t S, double *W, double *gam, uint64_t seed)
+{
+    double *xi = malloc((size_t)p->d * sizeof(double));
+    for (int64_t j = 0; j < S; j++) {
+        bn_rng_normal(seed + (uint64_t)j, BN_STREAM_DATA_AUX, 1000, p->d, xi);
+        for (int64_t k = 0; k < p->d; k++) W[j * p->d + k] = p->w[k] + 0.3 * (double)j * xi[k];
+        gam[j] = 0.5 + 0.6 * (double)j;
+    }
+    free(xi);
+}
+
+/* A state where the most negative eigenvalue dominates: w anti-aligned with
+ * the best direction Xcᵀy and γ large.  For square loss L = γ²/2 - γ f(ŵ) + c
+ * with f = ⟨Xc ŵ, y⟩/(n s), and at f's minimum -γ∇²f is negative definite on
+ * the sphere with magnitude ≈ γ|f|/s²; H_γγ = 1.  Small ‖w‖ makes it large. */
+static void make_negative(const ts_problem *p, double *w, double *gam)
+{
+    double nb = 0;
+    for (int64_t k = 0; k < p->d; k++) {
+        double b = 0;
+        for (int64_t i = 0; i < p->n; i++) b += p->xc[i * p->d + k] * p->y[i];
+        w[k] = b;
+        nb += b * b;
+    }
+    nb = sqrt(nb);
+    for (int64_t k = 0; k < p->d; k++) w[k] = -0.2 * w[k] / nb + 0.01 * p->w[k];
+    *gam = 6.0;
+}
+
+typedef struct {
+    int64_t n, d;
+    int logistic;
+} shape;
+
+static void check_solvers(const shape *sp, int negative, double tol_rel)
+{
+    ts_problem p;
+    ts_problem_make(&p, sp->n, sp->d, sp->logistic, 100 + (uint64_t)(sp->n * 7 + sp->d) + (uint64_t)sp->logistic);
+    enum { S = 3, K = 4 };
+    int64_t d = sp->d, D = d + 1;
+    double *W = malloc((size_t)(S * d) * sizeof(double)), gam[S];
+    double ew[S] = {0.9, 0.3, 1.7}, eg[S] = {0.05, 0.4, 0.0};
+    make_states(&p, S, W, gam, 7);
+    if (negative) make_negative(&p, W, &gam[0]);
+    fx f;
+    fx_open(&f, BN_FP64, p.xc, p.y, sp->n, d, sp->logistic, S, W, gam, ew, eg, 1e-10, 5000,
+            D < 200 ? D : 200, 3);
+    double *ev = malloc((size_t)D * sizeof(double));
+    double lam[S], shift[S], eigs[S * K];
+    int64_t it[S], cv[S];
+    const char *nm = sp->logistic ? "logistic" : "square";
+    for (int op = 0; op < BN_SOP_COUNT; op++) {
+        cr_assert_eq(bn_sharp_power(f.sh, op, lam, shift, it, cv), BN_OK, "%s", bn_last_error());
+        cr_assert_eq(bn_sharp_lanczos(f.sh, op, K, eigs, it, cv), BN_OK, "%s", bn_last_error());
+        for (int64_t j = 0; j < S; j++) {
+            int64_t cnt = dense_eigs(&f, j, op, ew[j], eg[j], ev);
+            double rad = spectral_radius(ev, cnt);
+            if (negative && j == 0 && op == 0)
+                cr_assert_gt(-ev[cnt - 1], 2 * fabs(ev[0]),
+                             "construction: λ_min %.4g does not dominate λ_max %.4g", ev[cnt - 1], ev[0]);
+            double e = fabs(lam[j] - ev[0]) / fabs(ev[0]);
+            cr_expect_leq(e, tol_rel,
+                          "power, %s n=%lld d=%lld op=%d col %lld: %.15g vs LAPACK %.15g (rel %.2e, "
+                          "λ_min %.4g, shift %.4g)",
+                          nm, (long long)sp->n, (long long)d, op, (long long)j, lam[j], ev[0], e,
+                          ev[cnt - 1], shift[j]);
+            for (int i = 0; i < K; i++) {
+                double el = fabs(eigs[j * K + i] - ev[i]) / rad;
+                cr_expect_leq(el, tol_rel, "Lanczos, %s n=%lld d=%lld op=%d col %lld, eig %d: %.15g vs %.15g (rel %.2e)",
+                              nm, (long long)sp->n, (long long)d, op, (long long)j, i, eigs[j * K + i], ev[i], el);
+            }
+            cr_expect_eq(cv[j], 1, "Lanczos did not converge (op %d col %lld)", op, (long long)j);
+        }
+    }
+    free(ev);
+    free(W);
+    fx_close(&f);
+    ts_problem_free(&p);
+}
+
+static const shape small_shapes[] = {
+    {30, 20, 0}, {50, 80, 0}, {120, 150, 0}, {20, 199, 0},
+    {30, 20, 1}, {50, 80, 1}, {120, 150, 1}, {20, 199, 1},
+};
+
+/* tol = 1e-10 on the iterations: the comparison is at 1e-6 (the issue's). */
+Test(sharpness, power_and_lanczos_match_lapack)
+{
+    for (size_t i = 0; i < sizeof small_shapes / sizeof small_shapes[0]; i++)
+        check_solvers(&small_shapes[i], 0, 1e-6);
+}
+
+Test(sharpness, negative_dominant_eigenvalue_is_not_reported)
+{
+    shape sq = {60, 40, 0}, lg = {60, 40, 1};
+    check_solvers(&sq, 1, 1e-6);
+    check_solvers(&lg, 1, 1e-6);
+}
+
+/* Default tolerance (1e-6): the estimate is a lower bound of λ_max and close. */
+Test(sharpness, default_tolerance_accuracy)
+{
+    ts_problem p;
+    ts_problem_make(&p, 64, 100, 0, 77);
+    enum { S = 4 };
+    double *W = malloc(sizeof(double) * S * 100), gam[S], lam[S], sh[S], ev[101];
+    int64_t it[S], cv[S];
+    make_states(&p, S, W, gam, 9);
+    fx f;
+    fx_open(&f, BN_FP64, p.xc, p.y, 64, 100, 0, S, W, gam, NULL, NULL, 1e-6, 1000, 0, 5);
+    for (int op = 0; op < BN_SOP_COUNT; op++) {
+        cr_assert_eq(bn_sharp_power(f.sh, op, lam, sh, it, cv), BN_OK);
+        for (int64_t j = 0; j < S; j++) {
+            dense_eigs(&f, j, op, 0.9, 0.05, ev);
+            cr_expect_eq(cv[j], 1);
+            cr_expect_leq(lam[j], ev[0] * (1 + 1e-12), "estimate above λ_max");
+            cr_expect_leq((ev[0] - lam[j]) / ev[0], 1e-5, "op %d col %lld: %.12g vs %.12g", op, (long long)j,
+                          lam[j], ev[0]);
+        }
+    }
+    free(W);
+    fx_close(&f);
+    ts_problem_free(&p);
+}
+
+/* ------------------------------------------------ sphere = projected */
+
+/* The projected dense operator built naively, Π M Π with the full (d+1)×(d+1)
+ * projector, has the spectrum of the sphere operator plus the 0 of (ŵ, 0);
+ * its eigenvalues must equal bn_sharp_dense_eigs(PROJECT) ∪ {0}, and the power
+ * iteration / Lanczos with PROJECT must find its top. */
+Test(sharpness, sphere_matches_projected_dense_hessian)
+{
+    for (int logistic = 0; logistic <= 1; logistic++)
+        for (int weighted = 0; weighted <= 1; weighted++) {
+            ts_problem p;
+            int64_t n = 40, d = 30, D = 31;
+            ts_problem_make(&p, n, d, logistic, 55 + (uint64_t)logistic);
+            double ew = 0.7, eg = 0.2;
+            fx f;
+            fx_open(&f, BN_FP64, p.xc, p.y, n, d, logistic, 1, p.w, &p.gamma, &ew, &eg, 1e-11, 5000, D, 2);
+            double *H = dense_of(&f, 0);
+            double *M = malloc(sizeof(double) * D * D), *Pm = malloc(sizeof(double) * D * D);
+            double *PM = malloc(sizeof(double) * D * D), *PMP = malloc(sizeof(double) * D * D);
+            double wn = 0, pw = weighted ? sqrt(ew) : 1, pg = weighted ? sqrt(eg) : 1;
+            for (int64_t k = 0; k < d; k++) wn += p.w[k] * p.w[k];
+            for (int64_t a = 0; a < D; a++)
+                for (int64_t b = 0; b < D; b++) {
+                    M[a * D + b] = 0.5 * (H[a * D + b] + H[b * D + a]) * (a < d ? pw : pg) * (b < d ? pw : pg);
+                    double e_a = a < d ? p.w[a] : 0, e_b = b < d ? p.w[b] : 0;
+                    Pm[a * D + b] = (a == b) - e_a * e_b / wn;
+                }
+            bn_la_gemm(0, 0, D, D, D, 1.0, Pm, D, M, D, 0.0, PM, D);
+            bn_la_gemm(0, 0, D, D, D, 1.0, PM, D, Pm, D, 0.0, PMP, D);
+            double evn[31], evh[31];
+            cr_assert_eq(bn_la_sym_eigen(PMP, D, evn, NULL), BN_OK);
+            int op = BN_SOP_PROJECT | (weighted ? BN_SOP_WEIGHTED : 0);
+            int64_t cnt = 0;
+            cr_assert_eq(bn_sharp_dense_eigs(H, d, p.w, ew, eg, op, evh, &cnt), BN_OK);
+            cr_assert_eq(cnt, d);
+            evh[d] = 0; /* the excluded direction */
+            /* ascending for comparison */
+            for (int64_t i = 0; i < D; i++)
+                for (int64_t k = i + 1; k < D; k++)
+                    if (evh[k] < evh[i]) {
+                        double t = evh[i];
+                        evh[i] = evh[k];
+                        evh[k] = t;
+                    }
+            double rad = fmax(fabs(evn[0]), fabs(evn[D - 1]));
+            double e = 0;
+            for (int64_t i = 0; i < D; i++) e = fmax(e, fabs(evn[i] - evh[i]));
+            cr_expect_leq(e, 1e-12 * rad, "Householder reduction vs naive ΠMΠ: %.3e", e);
+
+            double desc[31], lam, sh, eig3[3];
+            int64_t it, cv;
+            bn_sharp_dense_eigs(H, d, p.w, ew, eg, op, desc, &cnt);
+            cr_assert_eq(bn_sharp_power(f.sh, op, &lam, &sh, &it, &cv), BN_OK);
+            cr_expect_leq(fabs(lam - desc[0]) / fabs(desc[0]), 1e-8, "sphere power %.15g vs %.15g (w=%d l=%d)", lam,
+                          desc[0], weighted, logistic);
+            cr_assert_eq(bn_sharp_lanczos(f.sh, op, 3, eig3, &it, &cv), BN_OK);
+            for (int i = 0; i < 3; i++)
+                cr_expect_leq(fabs(eig3[i] - desc[i]) / rad, 1e-8, "sphere Lanczos eig %d: %.15g vs %.15g", i,
+                              eig3[i], desc[i]);
+            free(H);
+            free(M);
+            free(Pm);
+            free(PM);
+            free(PMP);
+            fx_close(&f);
+            ts_problem_free(&p);
+        }
+}
+
+/* Whitened square loss with w ∥ w_LS (θ = 0): on the sphere the Hessian is
+ * exactly diag(γB/N² on the d-1 tangent directions, 1 for γ), so the weighted
+ * sphere sharpness is max(κ, η_γ) with κ = η_w·γ·B/N² = η_eff·B (MODEL.md);
+ * the tangent eigenvalue has multiplicity d-1, which Lanczos must resolve. */
+Test(sharpness, whitened_aligned_is_kappa_with_multiplicity)
+{
+    bn_dataset *ds = NULL;
+    cr_assert_eq(bn_dataset_generate("whitened:n=200,d=12,noise=0.3,seed=4", BN_LOSS_SQUARE, &ds), BN_OK);
+    int64_t n = bn_dataset_n(ds), d = bn_dataset_d(ds);
+    double *xc = NULL;
+    cr_assert_eq(bn_dataset_centered(ds, &xc), BN_OK);
+    const double *y = bn_dataset_y(ds);
+    double b[12], B = 0;
+    for (int64_t k = 0; k < d; k++) {
+        b[k] = 0;
+        for (int64_t i = 0; i < n; i++) b[k] += xc[i * d + k] * y[i] / (double)n;
+        B += b[k] * b[k];
+    }
+    B = sqrt(B);
+    double N = 2.0, gam = 1.3, ew = 0.9, eg = 0.05, w[12];
+    for (int64_t k = 0; k < d; k++) w[k] = N * b[k] / B;
+    fx f;
+    fx_open(&f, BN_FP64, xc, y, n, d, 0, 1, w, &gam, &ew, &eg, 1e-10, 2000, d + 1, 8);
+    double kappa = ew * gam * B / (N * N), tangent = gam * B / (N * N);
+    double lam, sh, eigs[6];
+    int64_t it, cv;
+    cr_assert_eq(bn_sharp_power(f.sh, BN_SOP_PROJECT | BN_SOP_WEIGHTED, &lam, &sh, &it, &cv), BN_OK);
+    double want = fmax(kappa, eg);
+    cr_expect_leq(fabs(lam - want) / want, 1e-8, "weighted sphere sharpness %.15g vs max(κ, η_γ) = %.15g", lam, want);
+    /* plain sphere operator: {max(tangent, 1)} then the rest, tangent repeated d-1 times */
+    double ev[13];
+    int64_t cnt = dense_eigs(&f, 0, BN_SOP_PROJECT, ew, eg, ev);
+    cr_assert_eq(cnt, d);
+    int reps = 0;
+    for (int64_t i = 0; i < cnt; i++) reps += fabs(ev[i] - tangent) <= 1e-10 * tangent;
+    cr_expect_eq(reps, d - 1, "tangent eigenvalue γB/N² = %.6g appears %d times, expected %lld", tangent, reps,
+                 (long long)(d - 1));
+    cr_assert_eq(bn_sharp_lanczos(f.sh, BN_SOP_PROJECT, 6, eigs, &it, &cv), BN_OK);
+    for (int i = 0; i < 6; i++)
+        cr_expect_leq(fabs(eigs[i] - ev[i]) / fabs(ev[0]), 1e-8, "Lanczos with multiplicity, eig %d: %.15g vs %.15g",
+                      i, eigs[i], ev[i]);
+    cr_expect_eq(cv, 1);
+    fx_close(&f);
+    free(xc);
+    bn_dataset_free(ds);
+}
+
+/* ------------------------------------- batched vs alone, fp32 vs fp64 */
+
+Test(sharpness, batched_equals_per_trajectory)
+{
+    for (int logistic = 0; logistic <= 1; logistic++) {
+        ts_problem p;
+        ts_problem_make(&p, 48, 64, logistic, 61);
+        enum { S = 5, K = 3 };
+        int64_t d = 64;
+        double *W = malloc(sizeof(double) * S * 64), gam[S], ew[S], eg[S];
+        make_states(&p, S, W, gam, 13);
+        for (int j = 0; j < S; j++) {
+            ew[j] = 0.5 + 0.2 * j;
+            eg[j] = 0.1 * j;
+        }
+        fx fb;
+        fx_open(&fb, BN_FP64, p.xc, p.y, 48, d, logistic, S, W, gam, ew, eg, 1e-11, 3000, 60, 100);
+        double lam[S], shb[S], eb[S * K];
+        int64_t itb[S], cvb[S];
+        for (int op = 0; op < BN_SOP_COUNT; op++) {
+            cr_assert_eq(bn_sharp_power(fb.sh, op, lam, shb, itb, cvb), BN_OK);
+            cr_assert_eq(bn_sharp_lanczos(fb.sh, op, K, eb, itb, cvb), BN_OK);
+            for (int j = 0; j < S; j++) {
+                fx f1;
+                /* alone: the same seed id (key = seed + column) */
+                fx_open(&f1, BN_FP64, p.xc, p.y, 48, d, logistic, 1, W + j * d, gam + j, ew + j, eg + j, 1e-11,
+                        3000, 60, 100 + (uint64_t)j);
+                double l1, s1, e1[K];
+                int64_t i1, c1;
+                cr_assert_eq(bn_sharp_power(f1.sh, op, &l1, &s1, &i1, &c1), BN_OK);
+                cr_expect_leq(fabs(l1 - lam[j]), 1e-9 * fabs(l1), "op %d col %d: batch %.17g alone %.17g", op, j,
+                              lam[j], l1);
+                cr_assert_eq(bn_sharp_lanczos(f1.sh, op, K, e1, &i1, &c1), BN_OK);
+                for (int i = 0; i < K; i++)
+                    cr_expect_leq(fabs(e1[i] - eb[j * K + i]), 1e-9 * fabs(e1[0]), "Lanczos op %d col %d eig %d", op, j, i);
+                fx_close(&f1);
+            }
+        }
+        free(W);
+        fx_close(&fb);
+        ts_problem_free(&p);
+    }
+}
+
+/* fp32 against fp64 on the same states.  Documented tolerance: the fp32
+ * sharpness is within 1e-4 relative of fp64 (unit roundoff 6e-8 times the
+ * conditioning of the sums over n and d, and the effective tolerance
+ * 4·ε·√(d+1) ≈ 4e-6 of the iteration), the top-k eigenvalues within 1e-3 of
+ * the spectral radius. */
+Test(sharpness, fp32_within_tolerance_of_fp64)
+{
+    for (int logistic = 0; logistic <= 1; logistic++) {
+        ts_problem p;
+        ts_problem_make(&p, 64, 96, logistic, 71);
+        enum { S = 4, K = 3 };
+        double *W = malloc(sizeof(double) * S * 96), gam[S];
+        make_states(&p, S, W, gam, 17);
+        fx f64, f32;
+        fx_open(&f64, BN_FP64, p.xc, p.y, 64, 96, logistic, S, W, gam, NULL, NULL, 1e-6, 2000, 60, 5);
+        fx_open(&f32, BN_FP32, p.xc, p.y, 64, 96, logistic, S, W, gam, NULL, NULL, 1e-6, 2000, 60, 5);
+        cr_expect_gt(bn_sharp_tol_effective(f32.sh), 1e-6);
+        for (int op = 0; op < BN_SOP_COUNT; op++) {
+            double l64[S], l32[S], s[S], e64[S * K], e32[S * K];
+            int64_t it[S], cv[S];
+            cr_assert_eq(bn_sharp_power(f64.sh, op, l64, s, it, cv), BN_OK);
+            cr_assert_eq(bn_sharp_power(f32.sh, op, l32, s, it, cv), BN_OK);
+            for (int j = 0; j < S; j++) cr_expect_eq(cv[j], 1, "fp32 power op %d col %d did not converge", op, j);
+            cr_assert_eq(bn_sharp_lanczos(f64.sh, op, K, e64, it, cv), BN_OK);
+            cr_assert_eq(bn_sharp_lanczos(f32.sh, op, K, e32, it, cv), BN_OK);
+            for (int j = 0; j < S; j++) {
+                double e = fabs(l32[j] - l64[j]) / fabs(l64[j]);
+                cr_expect_leq(e, 1e-4, "fp32 vs fp64 op %d col %d: %.9g vs %.9g (%.2e)", op, j, l32[j], l64[j], e);
+                for (int i = 0; i < K; i++)
+                    cr_expect_leq(fabs(e32[j * K + i] - e64[j * K + i]), 1e-3 * fabs(e64[j * K]),
+                                  "fp32 Lanczos op %d col %d eig %d: %.9g vs %.9g", op, j, i, e32[j * K + i],
+                                  e64[j * K + i]);
+            }
+        }
+        free(W);
+        fx_close(&f64);
+        fx_close(&f32);
+        ts_problem_free(&p);
+    }
+}
+
+/* ------------------------------------------------------ integration */
+
+static bn_sim *run_sim(const bn_dataset *ds, bn_loss loss, int method, int64_t eigs, int64_t every,
+                       int64_t S)
+{
+    bn_run_config c;
+    bn_run_config_default(&c);
+    c.loss = loss;
+    c.backend = BN_BACKEND_CPU;
+    c.threads = 1;
+    c.steps = 40;
+    c.every = 3;
+    c.seeds = S;
+    c.eta_w = 0.9;
+    c.eta_gamma = 0.3;
+    c.sharpness_every = every;
+    c.sharpness_method = method;
+    c.sharpness_tol = 1e-10;
+    c.sharpness_maxiter = 5000;
+    c.eigs = eigs;
+    bn_sim *sim = NULL;
+    bn_status st = bn_sim_create(ds, &c, &sim);
+    cr_assert_eq(st, BN_OK, "%s", bn_last_error());
+    cr_assert_eq(bn_sim_run(sim, NULL, NULL), BN_OK, "%s", bn_last_error());
+    return sim;
+}
+
+/* The run records sharpness at 0, K, 2K, ... and T; the power method agrees
+ * with the exact one along the trajectory; and the trajectory itself is the
+ * same bits with and without sharpness. */
+Test(sharpness, run_power_matches_exact_and_leaves_trajectory_alone)
+{
+    for (int logistic = 0; logistic <= 1; logistic++) {
+        bn_dataset *ds = NULL;
+        bn_loss loss = logistic ? BN_LOSS_LOGISTIC : BN_LOSS_SQUARE;
+        cr_assert_eq(bn_dataset_generate(logistic ? "active-margin:n=24,d=30,seed=3" : "gaussian:n=40,d=30,seed=2",
+                                         loss, &ds), BN_OK, "%s", bn_last_error());
+        bn_sim *a = run_sim(ds, loss, BN_SHARPNESS_POWER, 3, 7, 3);
+        bn_sim *b = run_sim(ds, loss, BN_SHARPNESS_EXACT, 3, 7, 3);
+        bn_sim *c = run_sim(ds, loss, BN_SHARPNESS_POWER, 0, 0, 3);
+        bn_sim_array st, la, lb;
+        cr_assert_eq(bn_sim_sharpness_find(a, "sharpness_step", &st), BN_OK);
+        int64_t want[] = {0, 7, 14, 21, 28, 35, 40};
+        cr_assert_eq(st.shape[0], 7);
+        for (int i = 0; i < 7; i++) cr_expect_eq(st.i64[i], want[i]);
+        const char *names[] = {"sharpness", "sharpness_weighted", "sharpness_sphere", "eigs"};
+        for (int q = 0; q < 4; q++) {
+            cr_assert_eq(bn_sim_sharpness_find(a, names[q], &la), BN_OK);
+            cr_assert_eq(bn_sim_sharpness_find(b, names[q], &lb), BN_OK);
+            int64_t len = la.shape[0] * la.shape[1] * (la.ndim == 3 ? la.shape[2] : 1);
+            double scale = ts_max_abs(lb.f64, len);
+            for (int64_t i = 0; i < len; i++)
+                cr_expect_leq(fabs(la.f64[i] - lb.f64[i]), 1e-6 * scale, "%s[%lld]: power %.12g exact %.12g",
+                              names[q], (long long)i, la.f64[i], lb.f64[i]);
+        }
+        cr_expect_eq(bn_sim_n_sharpness_arrays(c), 0);
+        const double *la0, *lc0;
+        int64_t r, k;
+        for (int f = 0; f < bn_sim_n_fields(); f++) {
+            bn_sim_field(a, bn_sim_field_name(f), &la0, &r, &k);
+            bn_sim_field(c, bn_sim_field_name(f), &lc0, &r, &k);
+            int diff = 0;
+            for (int64_t i = 0; i < r * k; i++) diff += memcmp(&la0[i], &lc0[i], sizeof(double)) != 0;
+            cr_expect_eq(diff, 0, "field %s changed by computing sharpness", bn_sim_field_name(f));
+        }
+        bn_sim_free(a);
+        bn_sim_free(b);
+        bn_sim_free(c);
+        bn_dataset_free(ds);
+    }
+}
+
+/* A backend without the sharpness ops is refused cleanly, by name. */
+Test(sharpness, backend_without_ops_is_refused)
+{
+    bn_backend *be = NULL;
+    cr_assert_eq(bn_backend_open(BN_BACKEND_CPU, BN_FP64, 1, 0, &be), BN_OK);
+    bn_backend_ops fake = *be->ops;
+    fake.name = "fakegpu";
+    fake.hvp_columns = NULL;
+    const bn_backend_ops *keep = be->ops;
+    be->ops = &fake;
+    double eta = 0.5;
+    bn_sharp_setup su = {.n = 4, .d = 3, .S = 1, .eta_w = &eta, .eta_gamma = &eta, .tol = 1e-6, .maxiter = 10};
+    bn_sharp *sh = NULL;
+    cr_expect_eq(bn_sharp_create(be, &su, &sh), BN_ERR_UNAVAILABLE);
+    cr_expect(strstr(bn_last_error(), "fakegpu") != NULL, "message: %s", bn_last_error());
+    cr_expect_null(sh);
+    be->ops = keep;
+    bn_backend_close(be);
+}
+
+Test(sharpness, settings_are_validated)
+{
+    bn_dataset *ds = NULL;
+    cr_assert_eq(bn_dataset_generate("gaussian:n=20,d=1100,seed=1", BN_LOSS_SQUARE, &ds), BN_OK);
+    bn_run_config c;
+    bn_run_config_default(&c);
+    c.steps = 2;
+    c.skip_reference = 1;
+    c.project_w0 = 0;
+    bn_sim *sim = NULL;
+    c.eigs = 2;
+    cr_expect_eq(bn_sim_create(ds, &c, &sim), BN_ERR_ARG, "eigs without sharpness_every");
+    c.sharpness_every = 1;
+    c.sharpness_method = BN_SHARPNESS_EXACT;
+    cr_expect_eq(bn_sim_create(ds, &c, &sim), BN_ERR_ARG, "exact with d > 1024");
+    cr_expect(strstr(bn_last_error(), "1024") != NULL, "%s", bn_last_error());
+    c.sharpness_method = BN_SHARPNESS_POWER;
+    c.sharpness_tol = 0;
+    cr_expect_eq(bn_sim_create(ds, &c, &sim), BN_ERR_ARG, "tol 0");
+    cr_expect_null(sim);
+    bn_dataset_free(ds);
+}
+
+/* The CLI writes the arrays into trajectories.npz and the settings into run.json. */
+Test(sharpness, cli_writes_arrays_and_settings)
+{
+    char *dir = ts_tmpdir();
+    char cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             "%s run --data gaussian:n=30,d=20,seed=1 --steps 30 --seeds 2 --every 5 --sharpness-every 10 "
+             "--eigs 2 --sharpness-sphere plain --quiet --out %s/o",
+             ts_cli(), dir);
+    int rc = ts_run(cmd, &out);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    bn_array a = {0};
+    char path[4200];
+    snprintf(path, sizeof path, "%s/o/trajectories.npz", dir);
+    cr_assert_eq(bn_npz_read(path, "sharpness_iters", &a), BN_OK, "%s", bn_last_error());
+    cr_expect_eq(a.ndim, 3);
+    cr_expect(a.shape[0] == 2 && a.shape[1] == 4 && a.shape[2] == 3);
+    bn_array_free(&a);
+    cr_assert_eq(bn_npz_read(path, "eigs", &a), BN_OK);
+    cr_expect(a.ndim == 3 && a.shape[2] == 2);
+    for (int64_t i = 0; i < a.size; i += 2) cr_expect_geq(a.data[i], a.data[i + 1], "eigs descending");
+    bn_array_free(&a);
+    cr_assert_eq(bn_npz_read(path, "sharpness_step", &a), BN_OK);
+    cr_expect(a.size == 4 && a.data[3] == 30.0);
+    bn_array_free(&a);
+    snprintf(path, sizeof path, "%s/o/run.json", dir);
+    FILE *fp = fopen(path, "r");
+    cr_assert_not_null(fp);
+    char buf[16384];
+    size_t len = fread(buf, 1, sizeof buf - 1, fp);
+    buf[len] = 0;
+    fclose(fp);
+    cr_expect(strstr(buf, "\"sharpness\"") && strstr(buf, "\"sphere\": \"plain\"") && strstr(buf, "\"tol_effective\""),
+              "run.json: %s", buf);
+    /* usage errors */
+    snprintf(cmd, sizeof cmd, "%s run --data gaussian:n=30,d=20 --eigs 2 --quiet --out %s/p", ts_cli(), dir);
+    cr_expect_neq(ts_run(cmd, &out), 0, "--eigs without --sharpness-every");
+    cr_expect(strstr(out, "--sharpness-every") != NULL, "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s run --data gaussian:n=30,d=20 --sharpness-every 1 --sharpness fast --quiet --out %s/p",
+             ts_cli(), dir);
+    cr_expect_neq(ts_run(cmd, &out), 0);
+    free(out);
+    ts_rmdir(dir);
+    free(dir);
+}
