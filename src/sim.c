@@ -383,7 +383,10 @@ bn_status bn_sim_run_observed(bn_sim *sim, bn_progress_fn progress, void *user,
     int64_t T = sim->cfg.steps, K = plan.every;
     /* Keep blocks to roughly a few GFLOP so progress and records flow. */
     double flop_step = 4.0 * (double)sim->n * (double)sim->d * (double)sim->S;
-    int64_t max_steps = (int64_t)(2e10 / (flop_step + 1.0));
+    /* ~0.5 s of work per block on a CPU; a GPU is ~100× faster and idles while
+     * the host collects records, so its blocks are longer. */
+    double flop_block = be->kind == BN_BACKEND_CUDA ? 2e12 : 2e10;
+    int64_t max_steps = (int64_t)(flop_block / (flop_step + 1.0));
     if (max_steps > BN_BLOCK_MAX_STEPS) max_steps = BN_BLOCK_MAX_STEPS;
     if (max_steps < 1) max_steps = 1;
 

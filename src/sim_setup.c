@@ -63,23 +63,21 @@ bn_status bn_setup_project_rowspace(const double *xc, int64_t n, int64_t d, doub
 
 bn_status bn_setup_check_w0(const double *xc, int64_t n, int64_t d, const double *w0, int64_t S)
 {
-    double *u = malloc((size_t)n * sizeof(double));
-    if (!u) return bn_fail(BN_ERR_NOMEM, "cannot allocate %lld doubles", (long long)n);
-    bn_status st = BN_OK;
-    for (int64_t j = 0; j < S && st == BN_OK; j++) {
+    for (int64_t j = 0; j < S; j++)
         for (int64_t i = 0; i < d; i++)
-            if (!isfinite(w0[j * d + i])) {
-                st = bn_fail(BN_ERR_ARG, "w0 of trajectory %lld has a non-finite entry at %lld",
-                             (long long)j, (long long)i);
-                break;
-            }
-        if (st) break;
-        xc_times(xc, n, d, w0 + j * d, u);
-        if (!(norm2(u, n) > 0))
+            if (!isfinite(w0[j * d + i]))
+                return bn_fail(BN_ERR_ARG, "w0 of trajectory %lld has a non-finite entry at %lld",
+                               (long long)j, (long long)i);
+    /* U0 = W0·Xcᵀ (S×n) in one product: a loop over S would be O(S·n·d) serial. */
+    double *u = malloc((size_t)n * (size_t)S * sizeof(double) + 1);
+    if (!u) return bn_fail(BN_ERR_NOMEM, "cannot allocate %lld×%lld doubles", (long long)S, (long long)n);
+    bn_la_gemm(0, 1, S, n, d, 1.0, w0, d, xc, d, 0.0, u, n);
+    bn_status st = BN_OK;
+    for (int64_t j = 0; j < S && st == BN_OK; j++)
+        if (!(norm2(u + j * n, n) > 0))
             st = bn_fail(BN_ERR_ARG,
                          "w0 of trajectory %lld is orthogonal to the centered data (Xc·w0 = 0): the "
                          "batch-normalized model is undefined there", (long long)j);
-    }
     free(u);
     return st;
 }

@@ -31,6 +31,10 @@
  * launches, so a driver/cuBLAS capture problem costs speed, not the run. */
 #include "cuda_common.cuh"
 
+extern "C" {
+#include "cuda/bn_cuda_extra.h"
+}
+
 #include <atomic>
 #include <limits.h>
 #include <stdlib.h>
@@ -237,7 +241,6 @@ template <typename T> bn_status ensure_graphs(cuda_ctx *c, const bn_step_plan *p
                                         (const T *)p->uhat, (const T *)p->gamma, p->logistic,
                                         (T *)p->Q, direct_step<T>((T *)p->stats_scratch, 0, 0)));
         BN_TRY(enqueue_xtq<T>(c, p->n, p->d, p->S, Xc, (const T *)p->Q, (T *)p->G));
-        BN_TRY(sync_stream(c, "the warm-up before graph capture"));
         c->key = *p;
         c->have_key = 1;
     }
@@ -473,22 +476,37 @@ bn_status cuda_run_steps(bn_backend *be, const bn_step_plan *p, int64_t t0, int6
     return run_plain<T>(c, p, t0, t1, slot0, block);
 }
 
-#define BN_CUDA_OPS(T, NAME)                                                                 \
-    const bn_backend_ops NAME = {                                                            \
-        "cuda",                    cuda_destroy,           cuda_alloc,                       \
-        cuda_dealloc,              cuda_upload,            cuda_download,                    \
-        cuda_synchronize,          cuda_product_xw<T>,     cuda_product_xtq<T>,              \
-        cuda_forward_columns<T>,   cuda_update_columns<T>, cuda_run_steps<T>,                \
-    };
-BN_CUDA_OPS(double, cuda_ops_f64)
-BN_CUDA_OPS(float, cuda_ops_f32)
+/* Filled by name (C++17 has no designated initializers), so fields the
+ * interface gains later start NULL.  The sharpness ops (hvp_prepare_columns,
+ * hvp_columns, power_update, lanczos_extend) are not implemented here yet:
+ * NULL makes sharpness.c refuse them with BN_ERR_UNAVAILABLE. */
+template <typename T> bn_backend_ops make_ops()
+{
+    bn_backend_ops o;
+    memset(&o, 0, sizeof o);
+    o.name = "cuda";
+    o.destroy = cuda_destroy;
+    o.alloc = cuda_alloc;
+    o.dealloc = cuda_dealloc;
+    o.upload = cuda_upload;
+    o.download = cuda_download;
+    o.synchronize = cuda_synchronize;
+    o.product_xw = cuda_product_xw<T>;
+    o.product_xtq = cuda_product_xtq<T>;
+    o.forward_columns = cuda_forward_columns<T>;
+    o.update_columns = cuda_update_columns<T>;
+    o.run_steps = cuda_run_steps<T>;
+    return o;
+}
+const bn_backend_ops cuda_ops_f64 = make_ops<double>();
+const bn_backend_ops cuda_ops_f32 = make_ops<float>();
 
 bn_status open_ctx(bn_backend *be, cuda_ctx *c, bn_precision prec)
 {
     BN_TRY(set_device(c));
     cudaDeviceProp prop;
     BN_CU(cudaGetDeviceProperties(&prop, c->device));
-    snprintf(c->dev_name, sizeof c->dev_name, "%s", prop.name);
+    snprintf(c->dev_name, sizeof c->dev_name, "%.100s", prop.name);
     c->num_sms = prop.multiProcessorCount;
     c->smem_optin = prop.sharedMemPerBlockOptin;
     BN_CU(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
@@ -509,7 +527,7 @@ bn_status open_ctx(bn_backend *be, cuda_ctx *c, bn_precision prec)
     (void)cudaDriverGetVersion(&drv);
     (void)cublasGetVersion(c->blas, &cbv);
     snprintf(be->desc, sizeof be->desc,
-             "cuda device %d: %s (cc %d.%d, %.1f GiB, %d SMs), %s, CUDA runtime %d.%d, driver %d.%d, "
+             "cuda device %d: %.100s (cc %d.%d, %.1f GiB, %d SMs), %s, CUDA runtime %d.%d, driver %d.%d, "
              "cuBLAS %d%s%s",
              c->device, prop.name, prop.major, prop.minor, (double)prop.totalGlobalMem / 1073741824.0,
              prop.multiProcessorCount, prec == BN_FP32 ? "fp32" : "fp64", rt / 1000, (rt % 1000) / 10,

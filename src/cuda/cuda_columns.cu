@@ -14,7 +14,7 @@ namespace {
 
 /* Group size for a column of `len` entries: a warp for short columns (the
  * paper's n=64, d=256), a block for long ones. */
-inline int tpc_for(int64_t len) { return len <= 512 ? 32 : (len <= 8192 ? 256 : 1024); }
+inline int tpc_for(int64_t len) { return len <= 512 ? 32 : (len <= 8192 ? 256 : 512); }
 constexpr int kWarpBlock = 256; /* threads per block when TPC = 32: 8 columns per block */
 
 /* Sums NV values over the TPC threads of a column group; every thread of the
@@ -197,11 +197,11 @@ cudaError_t bn_cuda_launch_forward(cudaStream_t stream, int64_t n, int64_t S, co
     const int tpc = tpc_for(n);
     const unsigned grid = grid_for<T>(tpc, S);
     if (tpc == 32)
-        forward_kernel<T, 32><<<grid, kWarpBlock, 0, stream>>>(n, S, U, y, uhat, gamma, logistic, Q, cs);
+        BN_LAUNCH(grid, kWarpBlock, 0, stream, forward_kernel<T, 32>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
     else if (tpc == 256)
-        forward_kernel<T, 256><<<grid, 256, 0, stream>>>(n, S, U, y, uhat, gamma, logistic, Q, cs);
+        BN_LAUNCH(grid, 256, 0, stream, forward_kernel<T, 256>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
     else
-        forward_kernel<T, 1024><<<grid, 1024, 0, stream>>>(n, S, U, y, uhat, gamma, logistic, Q, cs);
+        BN_LAUNCH(grid, 512, 0, stream, forward_kernel<T, 512>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
     return cudaGetLastError();
 }
 
@@ -213,26 +213,26 @@ cudaError_t bn_cuda_launch_update(cudaStream_t stream, int64_t d, int64_t S, T *
     const int tpc = tpc_for(d);
     const unsigned grid = grid_for<T>(tpc, S);
     if (tpc == 32)
-        update_kernel<T, 32><<<grid, kWarpBlock, 0, stream>>>(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
+        BN_LAUNCH(grid, kWarpBlock, 0, stream, update_kernel<T, 32>)(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
                                                               diverged_step, cs);
     else if (tpc == 256)
-        update_kernel<T, 256><<<grid, 256, 0, stream>>>(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
+        BN_LAUNCH(grid, 256, 0, stream, update_kernel<T, 256>)(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
                                                         diverged_step, cs);
     else
-        update_kernel<T, 1024><<<grid, 1024, 0, stream>>>(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
+        BN_LAUNCH(grid, 512, 0, stream, update_kernel<T, 512>)(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
                                                           diverged_step, cs);
     return cudaGetLastError();
 }
 
 cudaError_t bn_cuda_launch_set_ctrl(cudaStream_t stream, int64_t *ctrl, int64_t t_base, int64_t slot0)
 {
-    set_ctrl_kernel<<<1, 1, 0, stream>>>(ctrl, t_base, slot0);
+    BN_LAUNCH(1, 1, 0, stream, set_ctrl_kernel)(ctrl, t_base, slot0);
     return cudaGetLastError();
 }
 
 cudaError_t bn_cuda_launch_advance(cudaStream_t stream, int64_t *ctrl, int64_t k)
 {
-    advance_kernel<<<1, 1, 0, stream>>>(ctrl, k);
+    BN_LAUNCH(1, 1, 0, stream, advance_kernel)(ctrl, k);
     return cudaGetLastError();
 }
 
@@ -245,11 +245,11 @@ template <typename T> cudaError_t bn_cuda_preload_columns(int64_t n, int64_t d)
     const int tn = tpc_for(n), td = tpc_for(d);
     e = tn == 32 ? cudaFuncGetAttributes(&fa, forward_kernel<T, 32>)
         : tn == 256 ? cudaFuncGetAttributes(&fa, forward_kernel<T, 256>)
-                    : cudaFuncGetAttributes(&fa, forward_kernel<T, 1024>);
+                    : cudaFuncGetAttributes(&fa, forward_kernel<T, 512>);
     if (e != cudaSuccess) return e;
     return td == 32 ? cudaFuncGetAttributes(&fa, update_kernel<T, 32>)
            : td == 256 ? cudaFuncGetAttributes(&fa, update_kernel<T, 256>)
-                       : cudaFuncGetAttributes(&fa, update_kernel<T, 1024>);
+                       : cudaFuncGetAttributes(&fa, update_kernel<T, 512>);
 }
 
 template cudaError_t bn_cuda_preload_columns<double>(int64_t, int64_t);

@@ -24,6 +24,13 @@ extern "C" {
 #include "backend.h"
 }
 
+/* Kernel launch and dynamic shared memory, as macros so that the same sources
+ * also build against the host emulator in src/cuda/emu (which defines them). */
+#ifndef BN_LAUNCH
+#define BN_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define BN_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 /* Status of one CUDA runtime / cuBLAS call: BN_OK, or the failure recorded
  * with bn_fail (file, line, the call's text, CUDA's error string).  An
  * allocation failure is BN_ERR_NOMEM, everything else BN_ERR_BACKEND. */
