@@ -46,7 +46,7 @@ CLI      := $(BUILD)/bnspike
 TESTS    := $(BUILD)/bnspike_tests
 
 .PHONY: all deps demo test bench-cpu bench-gpu bench-sharpness asan clean info FORCE
-all: info $(CLI) $(TESTS) $(BUILD)/bench_cpu $(BUILD)/bench_sharpness
+all: info $(CLI) $(TESTS) $(BUILD)/bench_cpu $(BUILD)/bench_sharpness $(BUILD)/bench_det_gemm
 
 info:
 	@echo "bnspike build: CC=$(CC) CUDA=$(CUDA)$(if $(NVCC), (nvcc: $(NVCC)),  (no nvcc found))"
@@ -96,6 +96,9 @@ $(BUILD)/bench_cpu: $(BUILD)/bench/bench_cpu.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/bench_sharpness: $(BUILD)/bench/bench_sharpness.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/bench_det_gemm: $(BUILD)/bench/bench_det_gemm.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/bench_gpu: $(BUILD)/bench/bench_gpu.o $(LIB)

@@ -55,8 +55,13 @@ bn_status bn_setup_project_rowspace(const double *xc, int64_t n, int64_t d, doub
 {
     bn_la_rowspace *rs = NULL;
     BN_TRY(bn_la_rowspace_create(xc, n, d, 0.0, &rs));
-    /* Full rank: the row space is all of R^d and projecting would only round. */
-    bn_status st = bn_la_rowspace_rank(rs) == d ? BN_OK : bn_la_rowspace_project(rs, w0, S, w0);
+    /* Full rank: the row space is all of R^d and projecting would only round.
+     * One row at a time: a batched BLAS product would round a row differently
+     * depending on S, and seed s must start the same alone or in a batch. */
+    bn_status st = BN_OK;
+    if (bn_la_rowspace_rank(rs) < d)
+        for (int64_t j = 0; j < S && st == BN_OK; j++)
+            st = bn_la_rowspace_project(rs, w0 + j * d, 1, w0 + j * d);
     bn_la_rowspace_free(rs);
     return st;
 }

@@ -1,8 +1,9 @@
-/* CPU backend: OpenBLAS for the two products of a step, OpenMP across
- * trajectories for the column passes (bn_math.h). */
+/* CPU backend: the deterministic GEMM (det_gemm.h) for the two products of
+ * a step, OpenMP across trajectories for the column passes (bn_math.h).
+ * OpenBLAS serves only the one-time host linear algebra (linalg.c). */
 #include "../backend.h"
+#include "det_gemm.h"
 
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,12 +11,6 @@
 #include <omp.h>
 #endif
 
-/* OpenBLAS's own thread control, declared here to avoid depending on which
- * cblas.h variant is first on the include path. */
-extern void openblas_set_num_threads(int num_threads);
-extern char *openblas_get_config(void);
-
-static void cpu_destroy(bn_backend *be) { free(be); }
 
 static bn_status cpu_alloc(bn_backend *be, size_t bytes, void **ptr)
 {
@@ -28,15 +23,61 @@ static bn_status cpu_alloc(bn_backend *be, size_t bytes, void **ptr)
     return BN_OK;
 }
 
+/* The CPU backend's context: the transposed copy of the data that the
+ * deterministic GEMM needs for G = Xcᵀ·Q (it only computes C = A·B). */
+typedef struct {
+    const void *xc;  /* the Xc buffer the copy was made from            */
+    int64_t n, d;
+    void *xct;       /* Xcᵀ: d×n column-major (= Xc row-major)          */
+} cpu_ctx;
+
+static void cpu_drop_transpose(cpu_ctx *c)
+{
+    free(c->xct);
+    c->xct = NULL;
+    c->xc = NULL;
+}
+
+static void cpu_destroy(bn_backend *be)
+{
+    if (be->ctx) cpu_drop_transpose(be->ctx);
+    free(be->ctx);
+    free(be);
+}
+
 static void cpu_dealloc(bn_backend *be, void *ptr)
 {
-    (void)be;
+    cpu_ctx *c = be->ctx;
+    if (ptr && ptr == c->xc) cpu_drop_transpose(c);
     free(ptr);
+}
+
+/* Xcᵀ for the Xc buffer at `xc`, made once: the data does not change during a
+ * run, and an upload into that buffer (cpu_copy) drops the copy. */
+static bn_status cpu_transpose_of(bn_backend *be, const void *xc, int64_t n, int64_t d, size_t esz,
+                                  const void **xct)
+{
+    cpu_ctx *c = be->ctx;
+    if (c->xc != xc || c->n != n || c->d != d) {
+        cpu_drop_transpose(c);
+        c->xct = malloc((size_t)n * (size_t)d * esz + 1);
+        if (!c->xct) return bn_fail(BN_ERR_NOMEM, "cannot allocate %zu bytes for Xcᵀ", (size_t)(n * d) * esz);
+        for (int64_t j = 0; j < d; j++)
+            for (int64_t i = 0; i < n; i++)
+                memcpy((char *)c->xct + ((size_t)j + (size_t)i * (size_t)d) * esz,
+                       (const char *)xc + ((size_t)i + (size_t)j * (size_t)n) * esz, esz);
+        c->xc = xc;
+        c->n = n;
+        c->d = d;
+    }
+    *xct = c->xct;
+    return BN_OK;
 }
 
 static bn_status cpu_copy(bn_backend *be, void *dst, const void *src, size_t bytes)
 {
-    (void)be;
+    cpu_ctx *c = be->ctx;
+    if (dst == c->xc) cpu_drop_transpose(c);
     if (bytes) memcpy(dst, src, bytes);
     return BN_OK;
 }
@@ -47,26 +88,59 @@ static bn_status cpu_synchronize(bn_backend *be)
     return BN_OK;
 }
 
+/* C = op(A)·B with the deterministic GEMM (det_gemm.h): every column's bits
+ * depend only on that column, so a trajectory is bitwise the same alone or in
+ * any batch, on any thread count.  op(A) is m×k; A: rows×cols col-major with
+ * lda rows (for trans, A is k×m and Aᵀ comes from cpu_transpose_of);
+ * B: k×ncols (ldb), C: m×ncols (ldc). */
+static bn_status cpu_gemm_f64(bn_backend *be, int trans, int64_t m, int64_t ncols, int64_t k,
+                              const double *A, int64_t lda, const double *B, int64_t ldb, double *C,
+                              int64_t ldc)
+{
+    if (trans) {
+        const void *at;
+        BN_TRY(cpu_transpose_of(be, A, lda, m, sizeof(double), &at));
+        A = at;
+        lda = m;
+    }
+    bn_det_gemm_f64(m, ncols, k, A, lda, B, ldb, C, ldc, be->threads);
+    return BN_OK;
+}
+
+static bn_status cpu_gemm_f32(bn_backend *be, int trans, int64_t m, int64_t ncols, int64_t k,
+                              const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
+                              int64_t ldc)
+{
+    if (trans) {
+        const void *at;
+        BN_TRY(cpu_transpose_of(be, A, lda, m, sizeof(float), &at));
+        A = at;
+        lda = m;
+    }
+    bn_det_gemm_f32(m, ncols, k, A, lda, B, ldb, C, ldc, be->threads);
+    return BN_OK;
+}
+
 #define REAL double
 #define BN_SFX(name) name##_f64
-#define CBLAS_GEMM cblas_dgemm
 #include "cpu_ops_impl.h"
 #undef REAL
 #undef BN_SFX
-#undef CBLAS_GEMM
 
 #define REAL float
 #define BN_SFX(name) name##_f32
-#define CBLAS_GEMM cblas_sgemm
 #include "cpu_ops_impl.h"
 #undef REAL
 #undef BN_SFX
-#undef CBLAS_GEMM
 
 bn_status bn_cpu_backend_open(bn_precision prec, int threads, bn_backend **out)
 {
     bn_backend *be = calloc(1, sizeof *be);
-    if (!be) return bn_fail(BN_ERR_NOMEM, "cannot allocate the CPU backend");
+    if (be) be->ctx = calloc(1, sizeof(cpu_ctx));
+    if (!be || !be->ctx) {
+        free(be);
+        return bn_fail(BN_ERR_NOMEM, "cannot allocate the CPU backend");
+    }
 #ifdef _OPENMP
     if (threads <= 0) threads = omp_get_num_procs();
 #else
@@ -76,8 +150,8 @@ bn_status bn_cpu_backend_open(bn_precision prec, int threads, bn_backend **out)
     be->kind = BN_BACKEND_CPU;
     be->precision = prec;
     be->threads = threads;
-    openblas_set_num_threads(threads);
-    snprintf(be->desc, sizeof be->desc, "cpu (%s, %d threads)", openblas_get_config(), threads);
+    snprintf(be->desc, sizeof be->desc, "cpu (deterministic GEMM, %s path, %d threads)",
+             bn_det_gemm_isa_name(bn_det_gemm_isa()), threads);
     *out = be;
     return BN_OK;
 }

@@ -6,16 +6,14 @@
 static bn_status BN_SFX(cpu_product_xw)(bn_backend *be, int64_t n, int64_t d, int64_t S,
                                         const void *Xc, const void *W, void *U)
 {
-    BN_SFX(cpu_gemm)(be, 0, n, S, d, (const REAL *)Xc, n, (const REAL *)W, d, (REAL *)U, n);
-    return BN_OK;
+    return BN_SFX(cpu_gemm)(be, 0, n, S, d, (const REAL *)Xc, n, (const REAL *)W, d, (REAL *)U, n);
 }
 
 /* G = Xcᵀ·Q.  Xc: n×d col-major, Q: n×S col-major, G: d×S col-major. */
 static bn_status BN_SFX(cpu_product_xtq)(bn_backend *be, int64_t n, int64_t d, int64_t S,
                                          const void *Xc, const void *Q, void *G)
 {
-    BN_SFX(cpu_gemm)(be, 1, d, S, n, (const REAL *)Xc, n, (const REAL *)Q, n, (REAL *)G, d);
-    return BN_OK;
+    return BN_SFX(cpu_gemm)(be, 1, d, S, n, (const REAL *)Xc, n, (const REAL *)Q, n, (REAL *)G, d);
 }
 
 /* U, Q: n×S col-major; y, uhat: n; gamma: S; stats: BN_ST_COUNT×S field-major.
