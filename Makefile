@@ -8,6 +8,7 @@
 #   make bench-sharpness  one batched power-iteration step (HVP) against a GD step
 #   make bench-gpu  GPU benchmark (build/bench_gpu; needs CUDA=1 and a device)
 #   make asan       the test suite under ASan + UBSan (build-asan/)
+#   make figures    regenerate docs/figures/*.png (scripts/figures.sh, gnuplot)
 #   make CUDA=0     build without the CUDA backend even where nvcc exists
 
 CC      ?= gcc
@@ -107,6 +108,10 @@ $(BUILD)/bench_gpu: $(BUILD)/bench/bench_gpu.o $(LIB)
 demo: $(CLI)
 	$(CLI) demo --out demo-out
 
+# The README's figures: runs, sweeps and `bnspike plot` (seconds on 2 cores).
+figures: $(CLI)
+	sh scripts/figures.sh $(CLI)
+
 # The tests find the CLI and fixtures relative to the repository root.
 test: $(TESTS) $(CLI)
 	BNSPIKE_CLI=$(abspath $(CLI)) $(TESTS) $(TEST_ARGS)
@@ -128,4 +133,6 @@ asan:
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+# Every object's header dependencies, benchmarks included (a stale bench object
+# built against an older bnspike.h would write past a smaller struct).
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -32,6 +32,24 @@ enum {
     BN_ST_COUNT
 };
 
+/* Partial sums per column reduction (see bn_lane_total): BN_LANE_LOOP(len,
+ * body) runs body with i = element index and k = its lane (i mod BN_LANES):
+ * full groups first, then the tail, so the group loop has a fixed trip count. */
+#define BN_LANES 8
+#define BN_LANE_LOOP(len, ...)                                                   \
+    do {                                                                         \
+        int64_t bn_full_ = (len) - (len) % BN_LANES;                             \
+        for (int64_t bn_i0_ = 0; bn_i0_ < bn_full_; bn_i0_ += BN_LANES)          \
+            for (int k = 0; k < BN_LANES; k++) {                                 \
+                int64_t i = bn_i0_ + k;                                          \
+                __VA_ARGS__                                                      \
+            }                                                                    \
+        for (int k = 0; bn_full_ + k < (len); k++) {                             \
+            int64_t i = bn_full_ + k;                                            \
+            __VA_ARGS__                                                          \
+        }                                                                        \
+    } while (0)
+
 #define REAL double
 #define BN_SFX(name) name##_f64
 #define R_SQRT sqrt

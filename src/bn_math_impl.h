@@ -41,6 +41,15 @@ BN_HD static inline REAL BN_SFX(bn_grad_q_elem)(REAL gamma_over_s, REAL r, REAL 
     return gamma_over_s * (r - c * u);
 }
 
+/* Column sums use BN_LANES interleaved partial sums (element i goes to lane
+ * i mod BN_LANES) added in a fixed tree: the order depends only on the length,
+ * never on S or the thread count, and the lanes are independent, so the loops
+ * vectorize and pipeline without any reassociation by the compiler. */
+BN_HD static inline REAL BN_SFX(bn_lane_total)(const REAL *acc)
+{
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 /* Forward pass of one trajectory (one column), after u = Xc w:
  *   u: n, y: n, uhat: n (Xc w_ref/‖Xc w_ref‖, or all zeros),
  *   q_out: n, receives (γ/s)(r - c·u);  stats: column j of the stats block.
@@ -49,24 +58,28 @@ BN_HD static inline void BN_SFX(bn_forward_column)(int64_t n, const REAL *u, con
                                                    const REAL *uhat, REAL gamma, int logistic,
                                                    REAL *q_out, REAL *stats, int64_t S)
 {
-    REAL ss = 0, a = 0;
-    for (int64_t i = 0; i < n; i++) {
-        ss += u[i] * u[i];
-        a += u[i] * uhat[i];
-    }
+    REAL ss8[BN_LANES] = {0}, a8[BN_LANES] = {0};
+    BN_LANE_LOOP(n, {
+        REAL v = u[i];
+        ss8[k] += v * v;
+        a8[k] += v * uhat[i];
+    });
+    REAL ss = BN_SFX(bn_lane_total)(ss8), a = BN_SFX(bn_lane_total)(a8);
     REAL rn = (REAL)n;
     REAL s = R_SQRT(ss / rn);
     REAL g_s = gamma / s;
-    REAL loss = 0, dot = 0, bres = 0;
-    for (int64_t i = 0; i < n; i++) {
+    REAL loss8[BN_LANES] = {0}, dot8[BN_LANES] = {0}, bres8[BN_LANES] = {0};
+    BN_LANE_LOOP(n, {
         REAL z = g_s * u[i];
-        loss += BN_SFX(bn_loss_value)(logistic, z, y[i]);
+        loss8[k] += BN_SFX(bn_loss_value)(logistic, z, y[i]);
         REAL r = BN_SFX(bn_loss_d1)(logistic, z, y[i]) / rn;
-        dot += u[i] * r;
+        dot8[k] += u[i] * r;
         q_out[i] = r;
         REAL e = u[i] - a * uhat[i];
-        bres += e * e;
-    }
+        bres8[k] += e * e;
+    });
+    REAL loss = BN_SFX(bn_lane_total)(loss8), dot = BN_SFX(bn_lane_total)(dot8);
+    REAL bres = BN_SFX(bn_lane_total)(bres8);
     REAL c = dot / (rn * s * s);
     for (int64_t i = 0; i < n; i++) q_out[i] = BN_SFX(bn_grad_q_elem)(g_s, q_out[i], c, u[i]);
     REAL sqrt_n = R_SQRT(rn);
@@ -86,18 +99,21 @@ BN_HD static inline int BN_SFX(bn_update_column)(int64_t d, REAL *w, const REAL 
                                                  const REAL *ehat, REAL eta_w, REAL eta_gamma,
                                                  REAL *gamma, int update, REAL *stats, int64_t S)
 {
-    REAL ww = 0, a = 0, gg = 0;
-    for (int64_t i = 0; i < d; i++) {
-        ww += w[i] * w[i];
-        a += w[i] * ehat[i];
-        gg += g[i] * g[i];
-    }
-    REAL bb = 0;
-    for (int64_t i = 0; i < d; i++) {
+    REAL ww8[BN_LANES] = {0}, a8[BN_LANES] = {0}, gg8[BN_LANES] = {0};
+    BN_LANE_LOOP(d, {
+        ww8[k] += w[i] * w[i];
+        a8[k] += w[i] * ehat[i];
+        gg8[k] += g[i] * g[i];
+    });
+    REAL ww = BN_SFX(bn_lane_total)(ww8), a = BN_SFX(bn_lane_total)(a8);
+    REAL gg = BN_SFX(bn_lane_total)(gg8);
+    REAL bb8[BN_LANES] = {0};
+    BN_LANE_LOOP(d, {
         REAL e = w[i] - a * ehat[i];
-        bb += e * e;
+        bb8[k] += e * e;
         if (update) w[i] -= eta_w * g[i];
-    }
+    });
+    REAL bb = BN_SFX(bn_lane_total)(bb8);
     stats[BN_ST_WNORM * S] = R_SQRT(ww);
     stats[BN_ST_ALPHA * S] = a;
     stats[BN_ST_BETA * S] = R_SQRT(bb);
