@@ -276,9 +276,11 @@ bn_status bn_find_first_spike(const double *rho, const double *loss, const doubl
  *                     at which rise_pred went from ≤ 1 to > 1: the onset the κ
  *                     rule predicts from the simulated state (-1: none).  Equal
  *                     to the onset on whitened data.
- *   sharpness_onset   the record fields "sharpness" / "sharpness_weighted" at the
- *                     last step ≤ onset where they are finite (NaN, step -1 when
- *                     the run records no sharpness).
+ *   sharpness_onset   λ_max(H) ("sharpness") and λ_max(P^½HP^½) ("sharpness_
+ *                     weighted") at the last sharpness record ≤ onset (NaN, step
+ *                     -1 when the run records no sharpness): from the sim's
+ *                     sharpness arrays after the run (bn_events_attach_sharpness),
+ *                     or from record fields of those names if a sim has them.
  *   diverged          the loss became non-finite (first such step; the sim's loss
  *                     is NaN as soon as w or γ is); detection stops there and an
  *                     open spike closes with its peak at the last finite step.
@@ -288,7 +290,11 @@ typedef struct {
     double min_rise;      /* 10   */
     double end_factor;    /* 10   */
     double floor_factor;  /* 100: the fp64 floor measured on whitened data is
-                             ≈5u, fp32's ≈1-2u; at 100u rounding is ~5% of ρ   */
+                             ≈5u, fp32's ≈1-2u; at 100u rounding is ~5% of ρ.
+                             Below ~1000u an onset where ρ barely turns (rise
+                             factor within ~u/ρ_min of 1) can still move by one
+                             step between precisions or backends; the peak and
+                             end do not (measured on the demo data)             */
     int use_rho_sigma;    /* 0: detect on rho; 1: on rho_sigma                  */
     int64_t window_pre;   /* adaptive recording: steps kept before an onset (20) */
     int64_t window_post;  /* and after a spike's end (20)                        */
@@ -378,6 +384,13 @@ int64_t bn_events_count(const bn_events *ev, int64_t j);
 const bn_spike_event *bn_events_get(const bn_events *ev, int64_t j, int64_t k);
 const bn_traj_summary *bn_events_summary(const bn_events *ev, int64_t j);
 
+/* Fills sharpness_onset, sharpness_weighted_onset and sharpness_step of the
+ * spikes of trajectories offset .. offset+S-1 from a finished sim's sharpness
+ * arrays (cfg.sharpness_every > 0): the last sharpness record at or before
+ * each onset.  No-op when the sim has no sharpness.  bn_recorder_run and
+ * bn_sweep_run call it; call it yourself after bn_events_observer runs. */
+bn_status bn_events_attach_sharpness(bn_events *ev, const bn_sim *sim, int64_t offset);
+
 /* Offline: events of S series of `count` consecutive steps starting at step0
  * (row-major S×count each; NULL for an unknown field, except rho and loss). */
 typedef struct {
@@ -418,16 +431,23 @@ bn_status bn_theory_run(const bn_theory_data *td, double eta_w, double eta_gamma
  * every step inside a window around each spike — from window_pre steps before
  * its onset to window_post steps after its end (or the run's end), and the
  * window_pre steps before a divergence — at full resolution, whatever K is.
- * Sharpness fields, when the sim has them, are kept wherever they are finite
- * on a kept step, so a sim that measures sharpness every K' < K steps keeps it
- * at rate 1/K' inside the windows and at 1/K elsewhere.  It runs the event
- * detector too (bn_recorder_events).  keep = 0 runs only the detector. */
+ * Sharpness (cfg.sharpness_every = K' > 0): the sim's sharpness records are
+ * kept on the regular schedule (steps that are multiples of K, and T) and
+ * inside the windows, so with K' < K the sharpness is at rate 1/K' around
+ * spikes and 1/K elsewhere; they come back as "sharpness_step" and the sim's
+ * 2-D sharpness arrays ("sharpness", "sharpness_weighted", "sharpness_sphere"),
+ * S×Rs_max each, padded with NaN, "sharpness_records" (S) the counts.  (The
+ * sim computes every K'-th step regardless; only what is kept is adaptive.)
+ * It runs the event detector too (bn_recorder_events), with sharpness at
+ * onset attached.  keep = 0 runs only the detector. */
 typedef struct bn_recorder bn_recorder;
 struct bn_npz; /* bn_npz, see "file output" */
 typedef struct {
     int64_t every;      /* K (≥ 1)                                               */
     int keep;           /* keep rows (0: events only)                            */
     bn_event_params events;
+    int threads;        /* OpenMP threads of the per-step pass (0: the run's
+                           cfg.threads, itself 0 = all cores)                    */
 } bn_recorder_config;
 /* For a sim created from (ds, cfg): S, T and the precision come from cfg.
  * kappa_scale: NaN computes it from ds (square loss) using the sim's reference
@@ -444,13 +464,13 @@ void bn_recorder_free(bn_recorder *rec);
 const bn_events *bn_recorder_events(const bn_recorder *rec);
 /* After finish: field `name` (the sim's field names) as S×Rmax row-major,
  * trajectory j's rows sorted by step in its first records[j] columns, NaN
- * after; like bn_sim_field. */
+ * after; like bn_sim_field.  Also the sharpness arrays above (S×Rs_max). */
 bn_status bn_recorder_field(const bn_recorder *rec, const char *name, const double **data,
                             int64_t *rows, int64_t *cols);
 const int64_t *bn_recorder_counts(const bn_recorder *rec); /* S: records[j] */
 int64_t bn_recorder_max_records(const bn_recorder *rec);
-/* Adds every field (S×Rmax), "records" (S), "kappa_scale" (1) and the events
- * table to z: ev_traj (E) and ev_<member> (E) for each bn_spike_event member,
+/* Adds every field (S×Rmax), "records" (S), the adaptive sharpness arrays
+ * (when the sim had sharpness), "kappa_scale" (1) and the events table to z: ev_traj (E) and ev_<member> (E) for each bn_spike_event member,
  * sum_<member> (S) for each bn_traj_summary member. */
 bn_status bn_recorder_add_npz(const bn_recorder *rec, struct bn_npz *z);
 /* Adds the events table of ev to z as above (without the fields), each name
@@ -478,6 +498,8 @@ bn_status bn_sweep_run(const bn_dataset *ds, const bn_run_config *base, const bn
                        bn_sweep_progress_fn progress, void *user, bn_sweep **out);
 void bn_sweep_free(bn_sweep *sw);
 const bn_events *bn_sweep_events(const bn_sweep *sw);
+/* The sweep's recorder (all trajectories): bn_recorder_field, _counts, _add_npz. */
+const bn_recorder *bn_sweep_recorder(const bn_sweep *sw);
 const bn_events *bn_sweep_theory(const bn_sweep *sw);      /* NULL without theory */
 const bn_theory_data *bn_sweep_theory_data(const bn_sweep *sw); /* NULL without */
 double bn_sweep_kappa_scale(const bn_sweep *sw);

@@ -1,5 +1,6 @@
 /* bnspike command line: subcommand dispatch and the shared error reporting. */
 #include "cli.h"
+#include "common.h"
 
 #include <errno.h>
 #include <math.h>
@@ -23,6 +24,13 @@ static const char main_help[] =
     "commands:\n"
     "  run        simulate S trajectories on one data set (bnspike run --help)\n"
     "  demo       the embedded delayed-spike example (bnspike demo --help)\n"
+    "  sweep      a grid of settings × seeds as large batches, with the spike\n"
+    "             events of every trajectory (bnspike sweep --help)\n"
+    "  theory     MODEL.md's three-variable map from the same start, beside the\n"
+    "             simulation (bnspike theory --help)\n"
+    "  plot       PNG figures of a run (Figure 3 panels) or a sweep (phase\n"
+    "             diagrams) (bnspike plot --help)\n"
+    "  data       write a generated data set as CSV (bnspike data --help)\n"
     "  backends   list the compiled-in backends and visible devices\n"
     "\n"
     "  -h, --help     this text\n"
@@ -97,6 +105,10 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "demo") == 0) return cmd_demo(argc - 1, argv + 1);
     if (strcmp(cmd, "backends") == 0) return cmd_backends(argc - 1, argv + 1);
+    if (strcmp(cmd, "sweep") == 0) return cmd_sweep(argc - 1, argv + 1);
+    if (strcmp(cmd, "theory") == 0) return cmd_theory(argc - 1, argv + 1);
+    if (strcmp(cmd, "plot") == 0) return cmd_plot(argc - 1, argv + 1);
+    if (strcmp(cmd, "data") == 0) return cmd_data(argc - 1, argv + 1);
     fprintf(stderr, "bnspike: unknown command '%s' (see bnspike --help)\n", cmd);
     return EXIT_USAGE;
 }
