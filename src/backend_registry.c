@@ -23,9 +23,19 @@ bn_status bn_backend_open(bn_backend_kind kind, bn_precision prec, int threads, 
     default:
 #ifdef BN_HAVE_CUDA
         if (bn_cuda_device_count() > 0) return bn_cuda_backend_open(prec, device, out);
-        fprintf(stderr, "bnspike: no CUDA device visible, using the CPU backend\n");
-#endif
+        {
+            /* The library prints nothing: the choice goes into the description
+             * that the CLI shows (unless --quiet) and run.json records. */
+            bn_status st = bn_cpu_backend_open(prec, threads, out);
+            if (st == BN_OK) {
+                size_t len = strlen((*out)->desc);
+                snprintf((*out)->desc + len, sizeof (*out)->desc - len, "; auto: no CUDA device visible");
+            }
+            return st;
+        }
+#else
         return bn_cpu_backend_open(prec, threads, out);
+#endif
     }
 }
 

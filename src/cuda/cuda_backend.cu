@@ -477,9 +477,8 @@ bn_status cuda_run_steps(bn_backend *be, const bn_step_plan *p, int64_t t0, int6
 }
 
 /* Filled by name (C++17 has no designated initializers), so fields the
- * interface gains later start NULL.  The sharpness ops (hvp_prepare_columns,
- * hvp_columns, power_update, lanczos_extend) are not implemented here yet:
- * NULL makes sharpness.c refuse them with BN_ERR_UNAVAILABLE. */
+ * interface gains later start NULL.  The sharpness ops (issue 3) are in
+ * cuda_hvp.cu. */
 template <typename T> bn_backend_ops make_ops()
 {
     bn_backend_ops o;
@@ -496,6 +495,10 @@ template <typename T> bn_backend_ops make_ops()
     o.forward_columns = cuda_forward_columns<T>;
     o.update_columns = cuda_update_columns<T>;
     o.run_steps = cuda_run_steps<T>;
+    o.hvp_prepare_columns = bn_cuda_hvp_prepare_columns<T>;
+    o.hvp_columns = bn_cuda_hvp_columns<T>;
+    o.power_update = bn_cuda_power_update<T>;
+    o.lanczos_extend = bn_cuda_lanczos_extend<T>;
     return o;
 }
 const bn_backend_ops cuda_ops_f64 = make_ops<double>();
@@ -537,6 +540,15 @@ bn_status open_ctx(bn_backend *be, cuda_ctx *c, bn_precision prec)
 }
 
 } // namespace
+
+/* For the ops defined in other files (cuda_hvp.cu); declared in cuda_common.cuh. */
+bn_status bn_cuda_backend_stream(bn_backend *be, cudaStream_t *stream)
+{
+    cuda_ctx *c = ctx_of(be);
+    BN_TRY(set_device(c));
+    *stream = c->stream;
+    return BN_OK;
+}
 
 extern "C" bn_status bn_cuda_backend_open(bn_precision prec, int device, bn_backend **out)
 {

@@ -98,6 +98,40 @@ template <> struct bn_m<float> {
     __host__ __device__ static float sqrt_(float x) { return sqrtf(x); }
 };
 
+/* Adapters over bn_hvp_math.h (and the loss derivatives of bn_math.h) for the
+ * sharpness kernels (cuda_hvp.cu): one kernel text for both precisions. */
+template <typename T> struct bn_hm;
+template <> struct bn_hm<double> {
+    typedef bn_hvp_coef_f64 coef;
+    __host__ __device__ static double loss_d1(int lg, double z, double y) { return bn_loss_d1_f64(lg, z, y); }
+    __host__ __device__ static double loss_d2(int lg, double z, double y) { return bn_loss_d2_f64(lg, z, y); }
+    __host__ __device__ static double coeffs(int64_t n, const double *hs, int64_t S, double p_uu, double p_ru,
+                                             double p_huu, double delta, double aw, double ag, coef *cf)
+    {
+        return bn_hvp_coeffs_f64(n, hs, S, p_uu, p_ru, p_huu, delta, aw, ag, cf);
+    }
+    __host__ __device__ static double qdot(const coef *cf, double r, double h, double u, double ud)
+    {
+        return bn_hvp_qdot_elem_f64(cf, r, h, u, ud);
+    }
+    __host__ __device__ static double sqrt_(double x) { return sqrt(x); }
+};
+template <> struct bn_hm<float> {
+    typedef bn_hvp_coef_f32 coef;
+    __host__ __device__ static float loss_d1(int lg, float z, float y) { return bn_loss_d1_f32(lg, z, y); }
+    __host__ __device__ static float loss_d2(int lg, float z, float y) { return bn_loss_d2_f32(lg, z, y); }
+    __host__ __device__ static float coeffs(int64_t n, const float *hs, int64_t S, float p_uu, float p_ru,
+                                            float p_huu, float delta, float aw, float ag, coef *cf)
+    {
+        return bn_hvp_coeffs_f32(n, hs, S, p_uu, p_ru, p_huu, delta, aw, ag, cf);
+    }
+    __host__ __device__ static float qdot(const coef *cf, float r, float h, float u, float ud)
+    {
+        return bn_hvp_qdot_elem_f32(cf, r, h, u, ud);
+    }
+    __host__ __device__ static float sqrt_(float x) { return sqrtf(x); }
+};
+
 /* Launchers of the column kernels (cuda_columns.cu), enqueued on `stream`.
  * Each returns cudaGetLastError() after its launch: a bad configuration shows
  * up at once, a fault inside a kernel at the next synchronizing call. */
@@ -115,6 +149,26 @@ template <typename T> cudaError_t bn_cuda_preload_columns(int64_t n, int64_t d);
 /* ctrl = {t_base, slot0}; advance: ctrl[0] += k. */
 cudaError_t bn_cuda_launch_set_ctrl(cudaStream_t stream, int64_t *ctrl, int64_t t_base, int64_t slot0);
 cudaError_t bn_cuda_launch_advance(cudaStream_t stream, int64_t *ctrl, int64_t k);
+
+/* The sharpness ops of backend.h (issue 3), defined in cuda_hvp.cu with the
+ * signatures of bn_backend_ops (T = double for fp64, float for fp32). */
+template <typename T>
+bn_status bn_cuda_hvp_prepare_columns(bn_backend *be, int64_t n, int64_t S, const void *U, const void *y,
+                                      const void *gamma, int logistic, void *R, void *H2, void *hs);
+template <typename T>
+bn_status bn_cuda_hvp_columns(bn_backend *be, int64_t n, int64_t S, const void *U, const void *R, const void *H2,
+                              const void *hs, const void *Udot, const void *vg, const void *aw, const void *ag,
+                              void *Qdot, void *hg);
+template <typename T>
+bn_status bn_cuda_power_update(bn_backend *be, int64_t d, int64_t S, void *V, void *vg, const void *X,
+                               const void *xg, const void *W, int project, void *ctl);
+template <typename T>
+bn_status bn_cuda_lanczos_extend(bn_backend *be, int64_t d, int64_t S, int64_t k, void *QW, void *QG,
+                                 const void *X, const void *xg, const void *W, int project, uint64_t seed,
+                                 uint64_t counter, void *ctl, void *coef);
+/* Makes the backend's device current and gives its stream (cuda_backend.cu):
+ * what an op defined outside cuda_backend.cu needs of the backend's context. */
+bn_status bn_cuda_backend_stream(bn_backend *be, cudaStream_t *stream);
 
 /* The fused small-problem path (cuda_fused.cu). */
 typedef struct {

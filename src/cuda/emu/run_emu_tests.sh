@@ -8,6 +8,9 @@
 #
 #   src/cuda/emu/run_emu_tests.sh [criterion options]     (from the repository root)
 #   BUILD=dir  build folder (default build-emu)
+# A later --filter replaces the default one, e.g. only the sharpness ops and
+# runs (issue 3; cuda_hvp.cu): --filter 'cuda/sharpness*' --verbose
+# The whole "cuda" suite takes a few minutes here (every CUDA thread is a fiber).
 set -eu
 cd "$(dirname "$0")/../../.."
 BUILD=${BUILD:-build-emu}

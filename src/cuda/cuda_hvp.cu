@@ -1,0 +1,399 @@
+/* The sharpness ops of backend.h (issue 3) as CUDA kernels: the GPU forms of
+ * the per-column functions of bn_hvp_math.h,
+ *   hvp_prepare_columns  bn_hvp_prepare_column     (state pass, per column of n)
+ *   hvp_columns          bn_hvp_column             (directional pass, per column of n)
+ *   power_update         bn_power_update_column    (per column of d)
+ *   lanczos_extend       bn_lanczos_extend_column  (per column of d)
+ * with the CPU backend's semantics (src/cpu/cpu_hvp_impl.h): the same
+ * per-element formulas (bn_hvp_coeffs, bn_hvp_qdot_elem, bn_hvp_random and the
+ * loss derivatives of bn_math.h are called as they are; the few formulas that
+ * bn_hvp_math_impl.h writes inline are copied term for term, marked "as in"),
+ * the same masking by ctl[ACTIVE] (inactive columns are not touched), the same
+ * flush-to-zero threshold, the same two-pass modified Gram-Schmidt between
+ * the two Π projections, and the same coef output.
+ *
+ * Shape (as in cuda_columns.cu): each column is one group of TPC threads, a
+ * warp for columns of ≤ 512 entries (8 columns per block of 256), a block of
+ * 256 up to 8192, a block of 512 beyond; thread `lane` owns the entries
+ * i = lane, lane+TPC, ..., so the element-wise updates between two sums need
+ * no barrier; each sum is a per-thread partial sum, then an xor-butterfly over
+ * the warp (and, for blocks, the warp totals in a fixed order), so every
+ * thread of the group holds the bitwise same total and a column's result
+ * depends only on its length, never on S or its position in the batch.
+ * Only the order of the sums differs from the CPU (and FMA contraction), so
+ * fp64 results agree with the CPU's to rounding; the pseudo-random start
+ * entries are bitwise the CPU's (integer hashing and exact conversions).
+ *
+ * A group writes its column's scalars (hs, hg, ctl, coef, the γ-part) from
+ * lane 0 after its last sum; every lane reads the scalars it needs (vg, xg,
+ * ctl) before its first sum, whose barrier orders those reads before the
+ * writes, so the in-place uses of sharpness.c (x = slot k+1, xg = its γ-part)
+ * behave as on the CPU. */
+#include "cuda_common.cuh"
+
+namespace {
+
+constexpr int kWarpBlock = 256; /* threads per block when TPC = 32: 8 columns per block */
+
+/* Group size for a column of `len` entries (the rule of cuda_columns.cu). */
+inline int tpc_for(int64_t len) { return len <= 512 ? 32 : (len <= 8192 ? 256 : 512); }
+
+inline unsigned grid_for(int tpc, int64_t S)
+{
+    return (unsigned)(tpc == 32 ? (S + kWarpBlock / 32 - 1) / (kWarpBlock / 32) : S);
+}
+
+/* Sums NV values over the TPC threads of a column group; every thread gets
+ * the same total (the tree of cuda_columns.cu's group_sum).  Ends with a
+ * barrier of the group, so shared scratch and the column's scalars may be
+ * written right after. */
+template <int TPC, int NV, typename T> __device__ __forceinline__ void group_sum(T (&v)[NV])
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+        for (int k = 0; k < NV; k++) v[k] += __shfl_xor_sync(0xffffffffu, v[k], o);
+    if constexpr (TPC > 32) {
+        constexpr int NW = TPC / 32;
+        __shared__ T red[NV][NW];
+        const int w = (int)(threadIdx.x >> 5);
+        if ((threadIdx.x & 31) == 0)
+#pragma unroll
+            for (int k = 0; k < NV; k++) red[k][w] = v[k];
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            T s = red[k][0];
+            for (int i = 1; i < NW; i++) s += red[k][i];
+            v[k] = s;
+        }
+        __syncthreads(); /* the next call may overwrite red */
+    }
+}
+
+template <int TPC> __device__ __forceinline__ int64_t group_col()
+{
+    return TPC == 32 ? (int64_t)blockIdx.x * (kWarpBlock / 32) + (threadIdx.x >> 5) : (int64_t)blockIdx.x;
+}
+
+template <int TPC> __device__ __forceinline__ int group_lane()
+{
+    return TPC == 32 ? (int)(threadIdx.x & 31) : (int)threadIdx.x;
+}
+
+/* Entry i (0..d) of the pseudo-random vector (key, counter), as the CPU's
+ * bn_lanczos_extend_column converts it. */
+template <typename T> __device__ __forceinline__ T random_entry(uint64_t key, uint64_t counter, int64_t i)
+{
+    return (T)bn_hvp_random(key, counter, i);
+}
+
+/* v ← Πv = v - ŵ(ŵᵀv) over the group (as in bn_hvp_project). */
+template <typename T, int TPC>
+__device__ __forceinline__ void group_project(int64_t d, int lane, const T *w, T *v)
+{
+    T s[2] = {0, 0}; /* ww, wv */
+    for (int64_t i = lane; i < d; i += TPC) {
+        const T wi = w[i];
+        s[0] += wi * wi;
+        s[1] += wi * v[i];
+    }
+    group_sum<TPC>(s);
+    if (s[0] > 0) {
+        const T f = s[1] / s[0];
+        for (int64_t i = lane; i < d; i += TPC) v[i] -= f * w[i];
+    }
+}
+
+/* ------------------------------------------------------------- kernels */
+
+/* bn_hvp_prepare_column for every column: U[:,j] → R[:,j], H2[:,j], hs[:,j]. */
+template <typename T, int TPC>
+__global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
+    hvp_prepare_kernel(int64_t n, int64_t S, const T *__restrict__ U, const T *__restrict__ y,
+                       const T *__restrict__ gamma, int logistic, T *__restrict__ R, T *__restrict__ H2,
+                       T *__restrict__ hs)
+{
+    const int64_t col = group_col<TPC>();
+    const int lane = group_lane<TPC>();
+    if (col >= S) return; /* uniform over the group */
+    const T *u = U + col * n;
+    T *r = R + col * n, *h = H2 + col * n;
+
+    T v1[1] = {0}; /* ‖u‖² */
+    for (int64_t i = lane; i < n; i += TPC) {
+        const T ui = u[i];
+        v1[0] += ui * ui;
+    }
+    group_sum<TPC>(v1);
+    const T rn = (T)n;
+    const T s = bn_hm<T>::sqrt_(v1[0] / rn);
+    const T g = gamma[col];
+    const T g_s = g / s;
+
+    T v2[2] = {0, 0}; /* uᵀr, Σ h u² */
+    for (int64_t i = lane; i < n; i += TPC) {
+        const T ui = u[i], yi = y[i];
+        const T z = g_s * ui;
+        const T ri = bn_hm<T>::loss_d1(logistic, z, yi) / rn;
+        const T hi = bn_hm<T>::loss_d2(logistic, z, yi) / rn;
+        r[i] = ri;
+        h[i] = hi;
+        v2[0] += ui * ri;
+        v2[1] += hi * ui * ui;
+    }
+    group_sum<TPC>(v2);
+    if (lane == 0) {
+        const T ur = v2[0];
+        hs[BN_HS_S * S + col] = s;
+        hs[BN_HS_GAMMA * S + col] = g;
+        hs[BN_HS_C * S + col] = ur / (rn * s * s);
+        hs[BN_HS_UR * S + col] = ur;
+        hs[BN_HS_HUU * S + col] = v2[1];
+    }
+}
+
+/* bn_hvp_column for every column: Qdot[:,j] and hg[j]. */
+template <typename T, int TPC>
+__global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
+    hvp_columns_kernel(int64_t n, int64_t S, const T *__restrict__ U, const T *__restrict__ R,
+                       const T *__restrict__ H2, const T *__restrict__ hs, const T *__restrict__ Udot,
+                       const T *vg, const T *aw, const T *ag, T *__restrict__ Qdot, T *hg)
+{
+    const int64_t col = group_col<TPC>();
+    const int lane = group_lane<TPC>();
+    if (col >= S) return;
+    const T *u = U + col * n, *r = R + col * n, *h = H2 + col * n, *ud = Udot + col * n;
+    T *q = Qdot + col * n;
+    const T delta = vg[col];
+    const T sw = aw ? aw[col] : (T)1, sg = ag ? ag[col] : (T)1;
+
+    T p[3] = {0, 0, 0}; /* p_uu, p_ru, p_huu */
+    for (int64_t i = lane; i < n; i += TPC) {
+        const T ui = u[i], di = ud[i];
+        p[0] += ui * di;
+        p[1] += r[i] * di;
+        p[2] += h[i] * ui * di;
+    }
+    group_sum<TPC>(p);
+    typename bn_hm<T>::coef cf;
+    const T out = bn_hm<T>::coeffs(n, hs + col, S, p[0], p[1], p[2], delta, sw, sg, &cf);
+    for (int64_t i = lane; i < n; i += TPC) q[i] = bn_hm<T>::qdot(&cf, r[i], h[i], u[i], ud[i]);
+    if (lane == 0) hg[col] = out;
+}
+
+/* bn_power_update_column for the active columns. */
+template <typename T, int TPC>
+__global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
+    power_update_kernel(int64_t d, int64_t S, T *V, T *vg, const T *X, const T *xg, const T *W,
+                        int project, T *ctl)
+{
+    const int64_t col = group_col<TPC>();
+    const int lane = group_lane<TPC>();
+    if (col >= S) return;
+    if (ctl[BN_SC_ACTIVE * S + col] == 0) return; /* uniform: others untouched */
+    T *v = V + col * d;
+    const T *x = X + col * d, *w = W + col * d;
+    const T nv = ctl[BN_SC_NV * S + col], sigma = ctl[BN_SC_SIGMA * S + col];
+    const T vg0 = vg[col], xg0 = xg[col];
+
+    T s4[4] = {0, 0, 0, 0}; /* vᵀx, ‖w‖², wᵀx, wᵀv */
+    if (project) {
+        for (int64_t i = lane; i < d; i += TPC) {
+            const T vi = v[i], xi = x[i], wi = w[i];
+            s4[0] += vi * xi;
+            s4[1] += wi * wi;
+            s4[2] += wi * xi;
+            s4[3] += wi * vi;
+        }
+        group_sum<TPC>(s4);
+    } else {
+        T s1[1] = {0};
+        for (int64_t i = lane; i < d; i += TPC) s1[0] += v[i] * x[i];
+        group_sum<TPC>(s1);
+        s4[0] = s1[0];
+    }
+    /* As in bn_power_update_column. */
+    const T a = s4[0] + vg0 * xg0;
+    const T ww = s4[1], wx = s4[2], wv = s4[3];
+    const T inv = (T)1 / nv;
+    const T pc = (project && ww > 0) ? (wx - sigma * wv) * inv / ww : (T)0;
+    const T tiny = nv * (T)(sizeof(T) == sizeof(float) ? 1e-25 : 1e-150);
+    T yy[1] = {0};
+    for (int64_t i = lane; i < d; i += TPC) {
+        T yi = (x[i] - sigma * v[i]) * inv - pc * w[i];
+        if (yi < tiny && yi > -tiny) yi = 0;
+        v[i] = yi;
+        yy[0] += yi * yi;
+    }
+    group_sum<TPC>(yy);
+    if (lane == 0) {
+        const T yg = (xg0 - sigma * vg0) * inv;
+        vg[col] = yg;
+        ctl[BN_SC_MU * S + col] = a * inv * inv;
+        ctl[BN_SC_NV * S + col] = bn_hm<T>::sqrt_(yy[0] + yg * yg);
+    }
+}
+
+/* bn_lanczos_extend_column for the active columns.  X == NULL: the
+ * pseudo-random vector (key seed + j, counter). */
+template <typename T, int TPC>
+__global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
+    lanczos_extend_kernel(int64_t d, int64_t S, int64_t k, T *QW, T *QG, const T *X, const T *xg,
+                          const T *W, int project, uint64_t seed, uint64_t counter, T *ctl, T *coef)
+{
+    const int64_t col = group_col<TPC>();
+    const int lane = group_lane<TPC>();
+    if (col >= S) return;
+    if (ctl[BN_SC_ACTIVE * S + col] == 0) return; /* uniform: others untouched */
+    const int64_t ws = d * S; /* stride between slots of the w-parts */
+    T *qw = QW + col * d, *qg = QG + col;
+    T *dst = qw + (k + 1) * ws;
+    const T *x = X ? X + col * d : nullptr;
+    const T *w = W + col * d;
+
+    T dg; /* the γ-part of slot k+1, kept (identically) by every thread */
+    if (x) {
+        dg = xg[col];
+        if (k >= 0) {
+            const T *qk = qw + k * ws;
+            const T qgk = qg[k * S];
+            T a[1] = {0};
+            for (int64_t i = lane; i < d; i += TPC) a[0] += qk[i] * x[i];
+            group_sum<TPC>(a);
+            if (lane == 0) ctl[BN_SC_ALPHA * S + col] = a[0] + qgk * dg;
+        }
+        if (x != dst) /* x may be slot k+1 itself: each thread copies its own entries */
+            for (int64_t i = lane; i < d; i += TPC) dst[i] = x[i];
+    } else {
+        const uint64_t key = seed + (uint64_t)col;
+        for (int64_t i = lane; i < d; i += TPC) dst[i] = random_entry<T>(key, counter, i);
+        dg = random_entry<T>(key, counter, d);
+    }
+    if (project) group_project<T, TPC>(d, lane, w, dst);
+    for (int pass = 0; pass < 2; pass++)
+        for (int64_t b = 0; b <= k; b++) {
+            const T *qb = qw + b * ws;
+            const T qgb = qg[b * S];
+            T c[1] = {0};
+            for (int64_t i = lane; i < d; i += TPC) c[0] += qb[i] * dst[i];
+            group_sum<TPC>(c);
+            const T cb = c[0] + qgb * dg;
+            for (int64_t i = lane; i < d; i += TPC) dst[i] -= cb * qb[i];
+            dg -= cb * qgb;
+            if (coef && lane == 0) coef[b * S + col] = pass ? coef[b * S + col] + cb : cb;
+        }
+    /* Again after the orthogonalization (see bn_lanczos_extend_column). */
+    if (project) group_project<T, TPC>(d, lane, w, dst);
+    T nn[1] = {0};
+    for (int64_t i = lane; i < d; i += TPC) nn[0] += dst[i] * dst[i];
+    group_sum<TPC>(nn);
+    const T beta = bn_hm<T>::sqrt_(nn[0] + dg * dg);
+    if (beta > 0) {
+        const T inv = (T)1 / beta;
+        for (int64_t i = lane; i < d; i += TPC) dst[i] *= inv;
+        dg *= inv;
+    }
+    if (lane == 0) {
+        qg[(k + 1) * S] = dg;
+        ctl[BN_SC_BETA * S + col] = beta;
+    }
+}
+
+/* ------------------------------------------------------------ launchers */
+
+/* Launches kernel<T, TPC> with TPC chosen by the column length `len`. */
+#define BN_HVP_LAUNCH(len, S, stream, kernel, ...)                                                  \
+    do {                                                                                            \
+        const int tpc_ = tpc_for(len);                                                              \
+        const unsigned grid_ = grid_for(tpc_, S);                                                   \
+        if (tpc_ == 32) BN_LAUNCH(grid_, kWarpBlock, 0, stream, kernel<T, 32>)(__VA_ARGS__);        \
+        else if (tpc_ == 256) BN_LAUNCH(grid_, 256, 0, stream, kernel<T, 256>)(__VA_ARGS__);        \
+        else BN_LAUNCH(grid_, 512, 0, stream, kernel<T, 512>)(__VA_ARGS__);                         \
+    } while (0)
+
+/* The sizes a launch can take: len (n or d) and S in 1..INT_MAX (grid and
+ * cuBLAS limits, as the other ops); S = 0 is nothing to do. */
+bn_status check_dims(const char *op, int64_t len, int64_t S)
+{
+    if (len < 1 || len > INT32_MAX || S < 0 || S > INT32_MAX)
+        return bn_fail(BN_ERR_ARG, "CUDA %s: length %lld and S=%lld must be in 1..%d", op, (long long)len,
+                       (long long)S, INT32_MAX);
+    return BN_OK;
+}
+
+} // namespace
+
+template <typename T>
+bn_status bn_cuda_hvp_prepare_columns(bn_backend *be, int64_t n, int64_t S, const void *U, const void *y,
+                                      const void *gamma, int logistic, void *R, void *H2, void *hs)
+{
+    BN_TRY(check_dims("hvp_prepare_columns", n, S));
+    if (S == 0) return BN_OK;
+    cudaStream_t stream;
+    BN_TRY(bn_cuda_backend_stream(be, &stream));
+    BN_HVP_LAUNCH(n, S, stream, hvp_prepare_kernel, n, S, (const T *)U, (const T *)y, (const T *)gamma,
+                  logistic, (T *)R, (T *)H2, (T *)hs);
+    BN_CU(cudaGetLastError());
+    return BN_OK;
+}
+
+template <typename T>
+bn_status bn_cuda_hvp_columns(bn_backend *be, int64_t n, int64_t S, const void *U, const void *R, const void *H2,
+                              const void *hs, const void *Udot, const void *vg, const void *aw, const void *ag,
+                              void *Qdot, void *hg)
+{
+    BN_TRY(check_dims("hvp_columns", n, S));
+    if (S == 0) return BN_OK;
+    cudaStream_t stream;
+    BN_TRY(bn_cuda_backend_stream(be, &stream));
+    BN_HVP_LAUNCH(n, S, stream, hvp_columns_kernel, n, S, (const T *)U, (const T *)R, (const T *)H2,
+                  (const T *)hs, (const T *)Udot, (const T *)vg, (const T *)aw, (const T *)ag, (T *)Qdot, (T *)hg);
+    BN_CU(cudaGetLastError());
+    return BN_OK;
+}
+
+template <typename T>
+bn_status bn_cuda_power_update(bn_backend *be, int64_t d, int64_t S, void *V, void *vg, const void *X,
+                               const void *xg, const void *W, int project, void *ctl)
+{
+    BN_TRY(check_dims("power_update", d, S));
+    if (S == 0) return BN_OK;
+    cudaStream_t stream;
+    BN_TRY(bn_cuda_backend_stream(be, &stream));
+    BN_HVP_LAUNCH(d, S, stream, power_update_kernel, d, S, (T *)V, (T *)vg, (const T *)X, (const T *)xg,
+                  (const T *)W, project, (T *)ctl);
+    BN_CU(cudaGetLastError());
+    return BN_OK;
+}
+
+template <typename T>
+bn_status bn_cuda_lanczos_extend(bn_backend *be, int64_t d, int64_t S, int64_t k, void *QW, void *QG,
+                                 const void *X, const void *xg, const void *W, int project, uint64_t seed,
+                                 uint64_t counter, void *ctl, void *coef)
+{
+    BN_TRY(check_dims("lanczos_extend", d, S));
+    if (k < -1) return bn_fail(BN_ERR_ARG, "CUDA lanczos_extend: k=%lld < -1", (long long)k);
+    if (S == 0) return BN_OK;
+    cudaStream_t stream;
+    BN_TRY(bn_cuda_backend_stream(be, &stream));
+    BN_HVP_LAUNCH(d, S, stream, lanczos_extend_kernel, d, S, k, (T *)QW, (T *)QG, (const T *)X, (const T *)xg,
+                  (const T *)W, project, seed, counter, (T *)ctl, (T *)coef);
+    BN_CU(cudaGetLastError());
+    return BN_OK;
+}
+
+#define BN_HVP_INSTANTIATE(T)                                                                               \
+    template bn_status bn_cuda_hvp_prepare_columns<T>(bn_backend *, int64_t, int64_t, const void *,         \
+                                                      const void *, const void *, int, void *, void *,      \
+                                                      void *);                                              \
+    template bn_status bn_cuda_hvp_columns<T>(bn_backend *, int64_t, int64_t, const void *, const void *,   \
+                                              const void *, const void *, const void *, const void *,       \
+                                              const void *, const void *, void *, void *);                  \
+    template bn_status bn_cuda_power_update<T>(bn_backend *, int64_t, int64_t, void *, void *, const void *, \
+                                               const void *, const void *, int, void *);                    \
+    template bn_status bn_cuda_lanczos_extend<T>(bn_backend *, int64_t, int64_t, int64_t, void *, void *,   \
+                                                 const void *, const void *, const void *, int, uint64_t,   \
+                                                 uint64_t, void *, void *);
+BN_HVP_INSTANTIATE(double)
+BN_HVP_INSTANTIATE(float)
