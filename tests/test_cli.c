@@ -2,6 +2,7 @@
  * open in numpy.  Every bad input must give one clear message naming the
  * problem, a non-zero exit, and no output folder. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,13 +177,20 @@ Test(cli, run_writes_numpy_readable_outputs)
              "cd '%s/out' && /usr/bin/python3 -c \""
              "import numpy as np, json; z = np.load('trajectories.npz'); r = json.load(open('run.json'));"
              "names = ['step','loss','gamma','w_norm','w_norm_sigma','alpha','beta','rho','eta_eff','grad_norm_w','grad_gamma'];"
-             "assert all(z[k].shape == (5, 15) for k in names), [z[k].shape for k in names];"
+             "R = z['records']; Rm = int(R.max());"
+             "assert R.shape == (5,) and all(z[k].shape == (5, Rm) for k in names), [z[k].shape for k in names];"
              "assert z['w_final'].shape == (5, 48) and z['w_ref'].shape == (48,) and z['gamma_final'].shape == (5,);"
-             "assert list(z['step'][0]) == list(range(0, 40, 3)) + [40];"
-             "assert np.allclose(z['rho'], z['beta'] / z['alpha']);"
-             "assert np.allclose(z['eta_eff'], z['eta_w'][:, None] * z['gamma'] / z['w_norm_sigma']**2);"
+             "reg = set(range(0, 40, 3)) | {40};"
+             "rows = [z['step'][j, :R[j]] for j in range(5)];"
+             "assert all(reg <= set(s) and (np.diff(s) > 0).all() for s in rows);"
+             "assert all(np.isnan(z['step'][j, R[j]:]).all() for j in range(5));"
+             "assert Rm == 15 and list(rows[0]) == sorted(reg);"
+             "assert np.allclose(z['rho'], z['beta'] / z['alpha'], equal_nan=True);"
+             "assert np.allclose(z['eta_eff'], z['eta_w'][:, None] * z['gamma'] / z['w_norm_sigma']**2, equal_nan=True);"
+             "assert z['sum_n_spikes'].shape == (5,) and z['sum_steps_seen'].tolist() == [41] * 5;"
              "assert r['config']['precision'] == 'fp32' and r['data']['n'] == 32 and r['data']['d'] == 48;"
-             "assert r['config']['seeds'] == 5 and r['records'] == 15 and len(r['git_commit']) > 0;"
+             "assert r['config']['seeds'] == 5 and r['records'] == Rm and len(r['git_commit']) > 0;"
+             "assert r['command'] == 'run' and r['events']['window_pre'] == 20;"
              "print('numpy-ok')\"",
              tmp);
     int rc = ts_run(cmd, &text);
@@ -213,6 +221,93 @@ Test(cli, w0_file_and_ref_file)
     ts_rmdir(path);
     write_npy("w0bad.npy", "<f8", "(4,)", (double[4]){1, 2, 3, 4}, 32);
     expect_cli("run --data gaussian:n=40,d=3 --w0 w0bad.npy", 1, "w0");
+}
+
+/* Reads member `name` of DIR/trajectories.npz (cr_assert on failure). */
+static void read_member(const char *dir, const char *name, bn_array *a)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s/trajectories.npz", tmp, dir);
+    cr_assert_eq(bn_npz_read(path, name, a), BN_OK, "%s: %s", name, bn_last_error());
+}
+
+/* `run --every 50` on the demo data: steps 0, 50, ..., 200 plus every step
+ * from window-pre steps before each spike's onset to window-post steps after
+ * its end, each equal to the every-step run's; the same printed spikes. */
+Test(cli, run_records_spike_windows_at_full_resolution)
+{
+    const char *common = "run --data whitened:n=400,d=20,noise=0.5,wnorm=4,seed=1 --steps 200 --seeds 2 "
+                         "--w0-scale 0.5 --w0-align 1 --w0-noise 0.05 --backend cpu --window-pre 5 --window-post 5";
+    char cmd[4096], *sparse_text, *full_text;
+    snprintf(cmd, sizeof cmd, "cd '%s' && ('%s' %s --every 50 --out sparse 2>/dev/null)", tmp, ts_cli(), common);
+    cr_assert_eq(ts_run(cmd, &sparse_text), 0, "%s", sparse_text);
+    snprintf(cmd, sizeof cmd, "cd '%s' && ('%s' %s --every 1 --out full 2>/dev/null)", tmp, ts_cli(), common);
+    cr_assert_eq(ts_run(cmd, &full_text), 0, "%s", full_text);
+    /* The printed table comes from the every-step events: the same either way. */
+    cr_expect(strstr(sparse_text, "2 of 2 trajectories spiked"), "%s", sparse_text);
+    char *a = strstr(sparse_text, "traj"), *b = strstr(full_text, "traj");
+    cr_assert(a && b);
+    cr_expect(strncmp(a, b, (size_t)(strstr(a, "wrote") - a)) == 0, "--every 50:\n%s\n--every 1:\n%s", a, b);
+    free(sparse_text);
+    free(full_text);
+
+    bn_array rec = {0}, step = {0}, rho = {0}, loss = {0}, frho = {0}, floss = {0}, ev_traj = {0}, ev_on = {0},
+             ev_end = {0};
+    read_member("sparse", "records", &rec);
+    read_member("sparse", "step", &step);
+    read_member("sparse", "rho", &rho);
+    read_member("sparse", "loss", &loss);
+    read_member("sparse", "ev_traj", &ev_traj);
+    read_member("sparse", "ev_onset_step", &ev_on);
+    read_member("sparse", "ev_end_step", &ev_end);
+    read_member("full", "rho", &frho);
+    read_member("full", "loss", &floss);
+    cr_assert(rec.size == 2 && step.ndim == 2 && step.shape[0] == 2 && frho.shape[1] == 201);
+    cr_assert_geq(ev_traj.size, 2, "the demo data spikes in both trajectories");
+    int64_t R = step.shape[1], maxrec = 0;
+    for (int64_t j = 0; j < 2; j++) {
+        /* The steps the recorder must keep for trajectory j, in order. */
+        int64_t want[201], nwant = 0;
+        int windowed = 0;
+        for (int64_t s = 0; s <= 200; s++) {
+            int keep = s % 50 == 0;
+            for (int64_t k = 0; k < ev_traj.size; k++) {
+                if ((int64_t)ev_traj.data[k] != j) continue;
+                int64_t lo = (int64_t)ev_on.data[k] - 5, hi = ev_end.data[k] >= 0 ? (int64_t)ev_end.data[k] + 5 : 200;
+                if (s >= lo && s <= hi) keep = windowed = 1;
+            }
+            if (keep) want[nwant++] = s;
+        }
+        cr_expect(windowed);
+        cr_assert_eq((int64_t)rec.data[j], nwant, "trajectory %lld: %g records, expected %lld", (long long)j,
+                     rec.data[j], (long long)nwant);
+        cr_expect_lt(nwant, 100, "far fewer records than steps outside the windows");
+        if (nwant > maxrec) maxrec = nwant;
+        for (int64_t i = 0; i < R; i++) {
+            double t = step.data[j * R + i];
+            if (i >= nwant) {
+                cr_expect(isnan(t) && isnan(rho.data[j * R + i]), "padding after records[%lld]", (long long)j);
+                continue;
+            }
+            cr_expect_eq(t, (double)want[i], "trajectory %lld record %lld: step %g, expected %lld", (long long)j,
+                         (long long)i, t, (long long)want[i]);
+            cr_expect_eq(rho.data[j * R + i], frho.data[j * 201 + want[i]], "rho at step %lld", (long long)want[i]);
+            cr_expect_eq(loss.data[j * R + i], floss.data[j * 201 + want[i]], "loss at step %lld", (long long)want[i]);
+        }
+        /* Around the first onset the records are consecutive steps. */
+        int64_t onset = -1;
+        for (int64_t k = 0; k < ev_traj.size && onset < 0; k++)
+            if ((int64_t)ev_traj.data[k] == j) onset = (int64_t)ev_on.data[k];
+        int64_t i0 = 0;
+        while (i0 < nwant && want[i0] < onset) i0++;
+        cr_assert(i0 >= 3 && i0 + 3 < nwant);
+        for (int64_t i = i0 - 3; i < i0 + 3; i++)
+            cr_expect_eq(step.data[j * R + i + 1] - step.data[j * R + i], 1.0, "consecutive steps around onset %lld",
+                         (long long)onset);
+    }
+    cr_expect_eq(R, maxrec, "the arrays are as wide as the longest trajectory");
+    bn_array *all[] = {&rec, &step, &rho, &loss, &frho, &floss, &ev_traj, &ev_on, &ev_end};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bn_array_free(all[i]);
 }
 
 Test(cli, demo_reports_spikes)

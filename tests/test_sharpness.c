@@ -709,7 +709,7 @@ Test(sharpness, cli_writes_arrays_and_settings)
     char cmd[8192], *out = NULL;
     snprintf(cmd, sizeof cmd,
              "%s run --data gaussian:n=30,d=20,seed=1 --steps 30 --seeds 2 --every 5 --sharpness-every 10 "
-             "--eigs 2 --sharpness-sphere plain --quiet --out %s/o",
+             "--backend cpu --eigs 2 --sharpness-sphere plain --quiet --out %s/o",
              ts_cli(), dir);
     int rc = ts_run(cmd, &out);
     cr_assert_eq(rc, 0, "%s", out);
@@ -725,8 +725,17 @@ Test(sharpness, cli_writes_arrays_and_settings)
     cr_expect(a.ndim == 3 && a.shape[2] == 2);
     for (int64_t i = 0; i < a.size; i += 2) cr_expect_geq(a.data[i], a.data[i + 1], "eigs descending");
     bn_array_free(&a);
+    /* The kept records, per trajectory (all four: steps 0, 10, 20, 30 are on
+     * the --every 5 schedule), and the steps of every record, which
+     * sharpness_iters and eigs cover. */
     cr_assert_eq(bn_npz_read(path, "sharpness_step", &a), BN_OK);
-    cr_expect(a.size == 4 && a.data[3] == 30.0);
+    cr_expect(a.ndim == 2 && a.shape[0] == 2 && a.shape[1] == 4 && a.data[3] == 30.0 && a.data[7] == 30.0);
+    bn_array_free(&a);
+    cr_assert_eq(bn_npz_read(path, "sharpness_step_all", &a), BN_OK);
+    cr_expect(a.ndim == 1 && a.size == 4 && a.data[0] == 0.0 && a.data[3] == 30.0);
+    bn_array_free(&a);
+    cr_assert_eq(bn_npz_read(path, "sharpness", &a), BN_OK);
+    cr_expect(a.ndim == 2 && a.shape[0] == 2 && a.shape[1] == 4);
     bn_array_free(&a);
     snprintf(path, sizeof path, "%s/o/run.json", dir);
     FILE *fp = fopen(path, "r");

@@ -15,18 +15,6 @@ int cli_report(const char *context, bn_status st);
 int cli_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-int cli_parse_i64(const char *opt, const char *s, int64_t lo, int64_t *out);
-int cli_parse_double(const char *opt, const char *s, double *out);
-
-/* A run request after option parsing: what the library needs plus where to write. */
-typedef struct {
-    bn_run_config cfg;
-    const char *out_dir;
-    const char *data_desc; /* how the data was given, for run.json */
-    int quiet;
-    int argc;
-    char **argv;
-} cli_run;
 
 /* Progress line on stderr: a bar when stderr is a terminal, plain lines otherwise. */
 typedef struct {
@@ -37,9 +25,6 @@ typedef struct {
 void cli_progress_init(cli_progress *p, int quiet, int64_t seeds);
 int cli_progress_cb(void *user, int64_t step, int64_t steps);
 void cli_progress_done(cli_progress *p);
-
-/* Writes trajectories.npz and run.json into out_dir (created if needed) atomically. */
-int cli_write_outputs(const cli_run *run, const bn_dataset *ds, const bn_sim *sim);
 
 int cmd_run(int argc, char **argv);
 int cmd_demo(int argc, char **argv);

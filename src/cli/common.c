@@ -21,6 +21,8 @@ const char cli_data_help[] =
     "  --x X.npy --y Y.npy      X: n×d, y: n (float64/float32, C or Fortran order)\n"
     "  --csv FILE               numeric CSV, last column is y, optional header line\n"
     "  --data NAME[:k=v,...]    generated: whitened, hilbert, gaussian, active-margin\n"
+    "                           keys n, d, noise, seed and the generator's own, e.g.\n"
+    "                           --data hilbert:n=64,d=256,noise=0.01\n"
     "model and optimizer:\n"
     "  --loss square|logistic   (square)\n"
     "  --eta-w X                step size of w (0.9)\n"
@@ -28,7 +30,8 @@ const char cli_data_help[] =
     "  --gamma0 X               initial gamma (0.1)\n"
     "  --steps T                number of GD updates; steps t = 0..T (1000)\n"
     "start:\n"
-    "  --seeds S                seeds per setting (1)\n"
+    "  --seeds S                trajectories (per setting), each with its own\n"
+    "                           random w0 (1)\n"
     "  --seed N                 seed ids N .. N+S-1 (0)\n"
     "  --w0-scale C             w0 = C·(A·ê + B·ξ), ξ ~ N(0, I_d) (1)\n"
     "  --w0-align A             weight of the reference direction ê in w0 (0)\n"
@@ -396,9 +399,13 @@ void cli_json_config(json_out *j, const bn_run_config *c)
     json_number(j, "eta_w", c->eta_w);
     json_number(j, "eta_gamma", c->eta_gamma);
     json_number(j, "gamma0", c->gamma0);
-    json_number(j, "w0_scale", c->w0_scale);
-    json_number(j, "w0_align", c->w0_align);
-    json_number(j, "w0_noise", c->w0_noise);
+    if (c->w0) {
+        json_string(j, "w0", "explicit (--w0)");
+    } else {
+        json_number(j, "w0_scale", c->w0_scale);
+        json_number(j, "w0_align", c->w0_align);
+        json_number(j, "w0_noise", c->w0_noise);
+    }
     json_bool(j, "w0_projected_on_row_space", c->project_w0);
     json_string(j, "reference", c->skip_reference ? "none" : c->w_ref ? "given (--ref)"
                                 : c->loss == BN_LOSS_SQUARE ? "least squares (min-norm)"

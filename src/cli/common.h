@@ -1,5 +1,5 @@
-/* Pieces shared by the commands that take run-like options (sweep, theory;
- * written so that `run` can move onto them too): the data / model / start /
+/* Pieces shared by the commands that take run-like options (run, sweep,
+ * theory): the data / model / start /
  * execution / event options, number parsing that names the command, output
  * folders, a growable text buffer and the common parts of run.json. */
 #ifndef BN_CLI_COMMON_H
@@ -72,6 +72,18 @@ void cli_json_config(json_out *j, const bn_run_config *c);
 extern const char cli_events_help[];
 /* The shared option lines for --help texts. */
 extern const char cli_data_help[];
+
+/* A `run` (or `demo`) request: the options plus the command line for run.json. */
+typedef struct {
+    cli_opts o;
+    int argc;
+    char **argv;
+} cli_run;
+
+/* Writes trajectories.npz (the recorder's adaptive records and events, the
+ * sim's final state) and run.json into o.out_dir (created if needed), each
+ * file atomically. */
+int cli_write_outputs(const cli_run *run, const bn_dataset *ds, const bn_sim *sim, const bn_recorder *rec);
 
 int cmd_sweep(int argc, char **argv);
 int cmd_theory(int argc, char **argv);

@@ -54,29 +54,6 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-int cli_parse_i64(const char *opt, const char *s, int64_t lo, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || *end || errno)
-        return cli_usage_error("run", "%s: '%s' is not an integer", opt, s);
-    if (v < lo) return cli_usage_error("run", "%s must be >= %lld (got %lld)", opt, (long long)lo, v);
-    *out = v;
-    return 0;
-}
-
-int cli_parse_double(const char *opt, const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(v))
-        return cli_usage_error("run", "%s: '%s' is not a finite number", opt, s);
-    *out = v;
-    return 0;
-}
-
 int cmd_backends(int argc, char **argv)
 {
     (void)argc;

@@ -1,49 +1,12 @@
-/* The output folder of a run: trajectories.npz (all record arrays, final
- * state, settings) and run.json (configuration, data identity, provenance).
- * Each file is written to a temp name and renamed, so a crash or a full disk
- * never leaves a half-written file under the final name. */
-#include "cli.h"
-#include "json.h"
+/* The output folder of a run: trajectories.npz (the adaptive records, the
+ * spike events, the final state, the settings) and run.json (configuration,
+ * events, data identity, provenance).  Each file is written to a temp name
+ * and renamed, so a crash or a full disk never leaves a half-written file
+ * under the final name. */
+#include "common.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-
-#if __has_include("git_commit.h")
-#include "git_commit.h"
-#endif
-#ifndef BN_GIT_COMMIT
-#define BN_GIT_COMMIT "unknown"
-#endif
-
-static int make_dirs(const char *path)
-{
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) {
-        fprintf(stderr, "bnspike: output folder name is too long\n");
-        return EXIT_RUN_FAILED;
-    }
-    for (char *p = tmp + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
-                fprintf(stderr, "bnspike: cannot create output folder %s: %s\n", tmp, strerror(errno));
-                return EXIT_RUN_FAILED;
-            }
-            *p = c;
-            if (c == '\0') break;
-        }
-    }
-    struct stat sb;
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "bnspike: output path %s exists and is not a folder\n", path);
-        return EXIT_RUN_FAILED;
-    }
-    return 0;
-}
 
 static bn_status add_settings(bn_npz *z, const bn_run_config *c, int64_t S)
 {
@@ -70,17 +33,36 @@ static bn_status add_settings(bn_npz *z, const bn_run_config *c, int64_t S)
     return st;
 }
 
-static bn_status write_npz(const char *path, const bn_run_config *cfg, const bn_sim *sim)
+/* The sim's sharpness arrays that the recorder does not keep adaptively: the
+ * 3-D ones and eigs* cover every sharpness record of the sim, whose steps go
+ * in as sharpness_step_all (the recorder's sharpness_step is per trajectory). */
+static bn_status add_sim_sharpness(bn_npz *z, const bn_sim *sim, const bn_recorder *rec)
+{
+    bn_status st = BN_OK;
+    for (int i = 0; !st && i < bn_sim_n_sharpness_arrays(sim); i++) {
+        bn_sim_array a;
+        const double *kept;
+        int64_t rows, cols;
+        st = bn_sim_sharpness_array(sim, i, &a);
+        if (st) break;
+        const char *name = a.name;
+        if (bn_recorder_field(rec, a.name, &kept, &rows, &cols) == BN_OK) {
+            if (strcmp(a.name, "sharpness_step") != 0) continue;
+            name = "sharpness_step_all";
+        }
+        st = a.f64 ? bn_npz_add_f64(z, name, a.f64, a.ndim, a.shape) : bn_npz_add_i64(z, name, a.i64, a.ndim, a.shape);
+    }
+    return st;
+}
+
+static bn_status write_npz(const char *path, const bn_run_config *cfg, const bn_sim *sim, const bn_recorder *rec)
 {
     bn_npz *z = NULL;
     bn_status st = bn_npz_create(&z);
     int64_t S = bn_sim_seeds(sim), d = bn_sim_dim(sim);
-    for (int f = 0; st == BN_OK && f < bn_sim_n_fields(); f++) {
-        const double *data;
-        int64_t shp[2];
-        st = bn_sim_field(sim, bn_sim_field_name(f), &data, &shp[0], &shp[1]);
-        if (!st) st = bn_npz_add_f64(z, bn_sim_field_name(f), data, 2, shp);
-    }
+    /* Record fields (S×Rmax, NaN after records[j]), records, adaptive
+     * sharpness, kappa_scale, ev_* and sum_*. */
+    if (!st) st = bn_recorder_add_npz(rec, z);
     int64_t sd[2] = {S, d}, s1[1] = {S}, d1[1] = {d};
     if (!st) st = bn_npz_add_f64(z, "w_final", bn_sim_w_final(sim), 2, sd);
     if (!st) st = bn_npz_add_f64(z, "gamma_final", bn_sim_gamma_final(sim), 1, s1);
@@ -88,46 +70,14 @@ static bn_status write_npz(const char *path, const bn_run_config *cfg, const bn_
     if (!st) st = bn_npz_add_f64(z, "w0", bn_sim_w0(sim), 2, sd);
     if (!st) st = bn_npz_add_i64(z, "diverged_step", bn_sim_diverged_step(sim), 1, s1);
     if (!st) st = add_settings(z, cfg, S);
-    for (int i = 0; !st && i < bn_sim_n_sharpness_arrays(sim); i++) { /* issue 3 */
-        bn_sim_array a;
-        st = bn_sim_sharpness_array(sim, i, &a);
-        if (!st) st = a.f64 ? bn_npz_add_f64(z, a.name, a.f64, a.ndim, a.shape)
-                            : bn_npz_add_i64(z, a.name, a.i64, a.ndim, a.shape);
-    }
+    if (!st) st = add_sim_sharpness(z, sim, rec);
     if (!st) st = bn_npz_write(z, path);
     bn_npz_free(z);
     return st;
 }
 
-static void json_config(json_out *j, const bn_run_config *c)
-{
-    json_begin_object(j, "config");
-    json_string(j, "loss", bn_loss_name(c->loss));
-    json_string(j, "precision", bn_precision_name(c->precision));
-    json_string(j, "backend_requested", bn_backend_name(c->backend));
-    json_int(j, "steps", c->steps);
-    json_int(j, "every", c->every);
-    json_int(j, "seeds", c->seeds);
-    json_int(j, "seed", (int64_t)c->seed);
-    json_number(j, "eta_w", c->eta_w);
-    json_number(j, "eta_gamma", c->eta_gamma);
-    json_number(j, "gamma0", c->gamma0);
-    if (c->w0) {
-        json_string(j, "w0", "explicit (--w0)");
-    } else {
-        json_number(j, "w0_scale", c->w0_scale);
-        json_number(j, "w0_align", c->w0_align);
-        json_number(j, "w0_noise", c->w0_noise);
-    }
-    json_bool(j, "w0_projected_on_row_space", c->project_w0);
-    json_string(j, "reference", c->skip_reference ? "none" : c->w_ref ? "given (--ref)"
-                                : c->loss == BN_LOSS_SQUARE ? "least squares (min-norm)"
-                                                            : "hard-margin SVM (centered, no bias)");
-    json_end_object(j);
-}
-
 /* Sharpness settings and outcome (issue 3); absent when sharpness is off. */
-static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *sim)
+static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *sim, const bn_recorder *rec)
 {
     if (c->sharpness_every <= 0) return;
     bn_sharpness_info info;
@@ -136,6 +86,10 @@ static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *si
     json_begin_object(j, "sharpness");
     json_int(j, "every", c->sharpness_every);
     json_int(j, "records", info.records);
+    const double *kept;
+    int64_t rows, cols;
+    if (bn_recorder_field(rec, "sharpness_step", &kept, &rows, &cols) == BN_OK)
+        json_int(j, "records_kept_max", cols); /* the adaptive ones: on the --every schedule and in the windows */
     json_string(j, "method", exact ? "exact (dense Hessian from d+1 HVPs, LAPACK dsyevd)"
                                    : "power (shifted, warm-started, batched)");
     json_string(j, "state", "(w_t, gamma_t) of the recorded step, before its update");
@@ -171,59 +125,35 @@ static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *si
     json_end_object(j);
 }
 
-static void json_reference(json_out *j, const bn_ref_info *r, int skipped)
+static bn_status write_json(const char *path, const cli_run *run, const bn_dataset *ds, const bn_sim *sim,
+                            const bn_recorder *rec)
 {
-    json_begin_object(j, "reference_info");
-    if (skipped) {
-        json_bool(j, "computed", 0);
-    } else {
-        json_string(j, "kind", r->kind ? "svm" : "least_squares");
-        json_number(j, "residual", r->residual);
-        json_number(j, "kkt_violation", r->kkt_violation);
-        json_int(j, "rank", r->rank);
-        if (r->kind) {
-            json_int(j, "n_support", r->n_support);
-            json_bool(j, "all_active", r->all_active);
-        }
-    }
-    json_end_object(j);
-}
-
-static bn_status write_json(const char *path, const cli_run *run, const bn_dataset *ds,
-                            const bn_sim *sim)
-{
+    const cli_opts *o = &run->o;
     json_out j;
     json_init(&j);
     json_begin_object(&j, NULL);
-    json_string(&j, "tool", "bnspike");
-    json_string(&j, "version", BN_VERSION);
-    json_string(&j, "git_commit", BN_GIT_COMMIT);
-    char when[64];
-    time_t now = time(NULL);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    json_string(&j, "finished_utc", when);
-    json_begin_array(&j, "command_line");
-    json_string(&j, NULL, "bnspike");
-    for (int i = 0; i < run->argc; i++) json_string(&j, NULL, run->argv[i]);
-    json_end_array(&j);
-    json_config(&j, &run->cfg);
-    json_begin_object(&j, "data");
-    json_string(&j, "source", run->data_desc);
-    json_string(&j, "name", bn_dataset_name(ds));
-    json_int(&j, "n", bn_dataset_n(ds));
-    json_int(&j, "d", bn_dataset_d(ds));
-    char sum[32];
-    snprintf(sum, sizeof sum, "%016llx", (unsigned long long)bn_dataset_checksum(ds));
-    json_string(&j, "checksum_fnv1a64", sum);
-    json_end_object(&j);
-    json_reference(&j, bn_sim_ref_info(sim), run->cfg.skip_reference);
-    json_sharpness(&j, &run->cfg, sim);
+    cli_json_header(&j, run->argc, run->argv, "run");
+    cli_json_config(&j, &o->cfg);
+    cli_json_events(&j, &o->ev, o->cfg.precision);
+    cli_json_data(&j, o, ds);
+    cli_json_reference(&j, bn_sim_ref_info(sim), o->cfg.skip_reference);
+    json_sharpness(&j, &o->cfg, sim, rec);
     json_string(&j, "backend", bn_backend_name(bn_sim_backend(sim)));
     json_string(&j, "backend_detail", bn_sim_backend_desc(sim));
     json_int(&j, "threads", bn_sim_threads(sim));
-    json_int(&j, "records", bn_sim_records(sim));
-    int64_t ndiv = 0;
-    for (int64_t s = 0; s < bn_sim_seeds(sim); s++) ndiv += bn_sim_diverged_step(sim)[s] >= 0;
+    json_int(&j, "records", bn_recorder_max_records(rec));
+    json_string(&j, "recording", "steps 0, every, 2 every, ..., steps, plus every step from window_pre steps "
+                                 "before each spike's onset to window_post steps after its end and the "
+                                 "window_pre steps before a divergence; records[j] columns of row j, NaN after");
+    const bn_events *ev = bn_recorder_events(rec);
+    int64_t S = bn_sim_seeds(sim), spiked = 0, spikes = 0, ndiv = 0;
+    for (int64_t s = 0; s < S; s++) {
+        spiked += bn_events_summary(ev, s)->n_spikes > 0;
+        spikes += bn_events_summary(ev, s)->n_spikes;
+        ndiv += bn_sim_diverged_step(sim)[s] >= 0;
+    }
+    json_int(&j, "trajectories_with_spikes", spiked);
+    json_int(&j, "spikes", spikes);
     json_int(&j, "diverged_trajectories", ndiv);
     json_number(&j, "wall_seconds", bn_sim_wall_seconds(sim));
     json_bool(&j, "partial", 0);
@@ -233,16 +163,16 @@ static bn_status write_json(const char *path, const cli_run *run, const bn_datas
     return st;
 }
 
-int cli_write_outputs(const cli_run *run, const bn_dataset *ds, const bn_sim *sim)
+int cli_write_outputs(const cli_run *run, const bn_dataset *ds, const bn_sim *sim, const bn_recorder *rec)
 {
-    int rc = make_dirs(run->out_dir);
+    int rc = cli_make_dirs(run->o.out_dir);
     if (rc) return rc;
     char path[4200];
-    snprintf(path, sizeof path, "%s/trajectories.npz", run->out_dir);
-    bn_status st = write_npz(path, &run->cfg, sim);
+    snprintf(path, sizeof path, "%s/trajectories.npz", run->o.out_dir);
+    bn_status st = write_npz(path, &run->o.cfg, sim, rec);
     if (st) return cli_report(path, st);
-    snprintf(path, sizeof path, "%s/run.json", run->out_dir);
-    st = write_json(path, run, ds, sim);
+    snprintf(path, sizeof path, "%s/run.json", run->o.out_dir);
+    st = write_json(path, run, ds, sim, rec);
     if (st) return cli_report(path, st);
     return 0;
 }
