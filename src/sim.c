@@ -35,6 +35,8 @@ struct bn_sim {
     double *w_ref;                      /* d                      */
     bn_ref_info ref_info;
     double *rec[F_COUNT];               /* each S×R row-major     */
+    double *rec_by_slot[F_COUNT];       /* R×S while running: one record's values are
+                                           contiguous; transposed into rec at the end */
     double *w_final, *gamma_final;
     int64_t *diverged;
     double wall;
@@ -284,7 +286,7 @@ bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim *
 static bn_status collect_records(bn_sim *sim, int64_t slot0, int64_t count, int64_t t_first,
                                  int64_t ring_every, bn_step_observer observer, void *obs_user)
 {
-    int64_t S = sim->S, R = sim->R;
+    int64_t S = sim->S;
     size_t block = (size_t)BN_ST_COUNT * (size_t)S;
     double *host = malloc(block * (size_t)count * sizeof(double) + (size_t)F_COUNT * (size_t)S * sizeof(double));
     if (!host) return bn_fail(BN_ERR_NOMEM, "cannot allocate the record staging buffer");
@@ -328,7 +330,7 @@ static bn_status collect_records(bn_sim *sim, int64_t slot0, int64_t count, int6
         int64_t slot = bn_record_slot(t, T, K);
         if (slot >= 0)
             for (int f = 0; f < F_COUNT; f++)
-                for (int64_t j = 0; j < S; j++) sim->rec[f][(size_t)j * (size_t)R + (size_t)slot] = fields[f][j];
+                memcpy(sim->rec_by_slot[f] + (size_t)slot * (size_t)S, fields[f], (size_t)S * sizeof(double));
         if (observer && observer(obs_user, t, fields, S))
             st = bn_fail(BN_ERR_INTERRUPTED, "the step observer stopped the run at step %lld", (long long)t);
         t++;
@@ -362,11 +364,9 @@ bn_status bn_sim_run(bn_sim *sim, bn_progress_fn progress, void *user)
     return bn_sim_run_observed(sim, progress, user, NULL, NULL);
 }
 
-bn_status bn_sim_run_observed(bn_sim *sim, bn_progress_fn progress, void *user,
-                              bn_step_observer observer, void *obs_user)
+static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
+                           bn_step_observer observer, void *obs_user)
 {
-    bn_clear_error();
-    if (sim->ran) return bn_fail(BN_ERR_ARG, "this simulation has already run; create a new one");
     sim->ran = 1;
     bn_backend *be = sim->be;
     bn_step_plan plan = {
@@ -422,6 +422,37 @@ bn_status bn_sim_run_observed(bn_sim *sim, bn_progress_fn progress, void *user,
     BN_TRY(be->ops->synchronize(be));
     sim->wall = now_seconds() - t_start;
     return BN_OK;
+}
+
+/* Records are collected record-major (a record's S values are written
+ * contiguously; S×R writes would stride by R) and transposed once at the end,
+ * also when the run stops early, so the records so far are readable. */
+bn_status bn_sim_run_observed(bn_sim *sim, bn_progress_fn progress, void *user,
+                              bn_step_observer observer, void *obs_user)
+{
+    bn_clear_error();
+    if (sim->ran) return bn_fail(BN_ERR_ARG, "this simulation has already run; create a new one");
+    size_t sr = (size_t)sim->S * (size_t)sim->R;
+    for (int f = 0; f < F_COUNT; f++) {
+        sim->rec_by_slot[f] = malloc(sr * sizeof(double));
+        if (!sim->rec_by_slot[f]) {
+            for (int g = 0; g < f; g++) {
+                free(sim->rec_by_slot[g]);
+                sim->rec_by_slot[g] = NULL;
+            }
+            return bn_fail(BN_ERR_NOMEM, "cannot allocate the record buffers (%zu values)", sr * F_COUNT);
+        }
+        for (size_t i = 0; i < sr; i++) sim->rec_by_slot[f][i] = NAN;
+    }
+    bn_status st = run_blocks(sim, progress, user, observer, obs_user);
+    for (int f = 0; f < F_COUNT; f++) {
+        for (int64_t r = 0; r < sim->R; r++)
+            for (int64_t j = 0; j < sim->S; j++)
+                sim->rec[f][(size_t)j * (size_t)sim->R + (size_t)r] = sim->rec_by_slot[f][(size_t)r * (size_t)sim->S + (size_t)j];
+        free(sim->rec_by_slot[f]);
+        sim->rec_by_slot[f] = NULL;
+    }
+    return st;
 }
 
 void bn_sim_free(bn_sim *sim)
