@@ -12,37 +12,6 @@
 
 namespace {
 
-/* Group size for a column of `len` entries: a warp for short columns (the
- * paper's n=64, d=256), a block for long ones. */
-inline int tpc_for(int64_t len) { return len <= 512 ? 32 : (len <= 8192 ? 256 : 512); }
-constexpr int kWarpBlock = 256; /* threads per block when TPC = 32: 8 columns per block */
-
-/* Sums NV values over the TPC threads of a column group; every thread of the
- * group gets the same total (xor butterfly: both partners add the same two
- * operands, and fp addition is commutative). */
-template <int TPC, int NV, typename T> __device__ __forceinline__ void group_sum(T (&v)[NV])
-{
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-        for (int k = 0; k < NV; k++) v[k] += __shfl_xor_sync(0xffffffffu, v[k], o);
-    if constexpr (TPC > 32) {
-        constexpr int NW = TPC / 32;
-        __shared__ T red[NV][NW];
-        const int w = (int)(threadIdx.x >> 5);
-        if ((threadIdx.x & 31) == 0)
-#pragma unroll
-            for (int k = 0; k < NV; k++) red[k][w] = v[k];
-        __syncthreads();
-#pragma unroll
-        for (int k = 0; k < NV; k++) {
-            T s = red[k][0];
-            for (int i = 1; i < NW; i++) s += red[k][i];
-            v[k] = s;
-        }
-        __syncthreads(); /* the next call may overwrite red */
-    }
-}
 
 /* Step, stats block and update flag of this launch (see bn_col_step). */
 template <typename T>

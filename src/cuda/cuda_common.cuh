@@ -185,4 +185,38 @@ template <typename T>
 cudaError_t bn_cuda_launch_fused(cudaStream_t stream, const bn_fused_args &a, int64_t t0, int64_t t1,
                                  int64_t slot0, int num_sms, size_t smem_optin);
 
+/* ---- column-group reductions shared by every column kernel (one tree, so a
+ * column of a given length is summed in the same order by every kernel) ---- */
+/* Group size for a column of `len` entries: a warp for short columns (the
+ * paper's n=64, d=256), a block for long ones. */
+static inline int tpc_for(int64_t len) { return len <= 512 ? 32 : (len <= 8192 ? 256 : 512); }
+static constexpr int kWarpBlock = 256; /* threads per block when TPC = 32: 8 columns per block */
+
+/* Sums NV values over the TPC threads of a column group; every thread of the
+ * group gets the same total (xor butterfly: both partners add the same two
+ * operands, and fp addition is commutative). */
+template <int TPC, int NV, typename T> __device__ __forceinline__ void group_sum(T (&v)[NV])
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+        for (int k = 0; k < NV; k++) v[k] += __shfl_xor_sync(0xffffffffu, v[k], o);
+    if constexpr (TPC > 32) {
+        constexpr int NW = TPC / 32;
+        __shared__ T red[NV][NW];
+        const int w = (int)(threadIdx.x >> 5);
+        if ((threadIdx.x & 31) == 0)
+#pragma unroll
+            for (int k = 0; k < NV; k++) red[k][w] = v[k];
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            T s = red[k][0];
+            for (int i = 1; i < NW; i++) s += red[k][i];
+            v[k] = s;
+        }
+        __syncthreads(); /* the next call may overwrite red */
+    }
+}
+
 #endif

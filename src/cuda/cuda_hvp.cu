@@ -33,42 +33,9 @@
 
 namespace {
 
-constexpr int kWarpBlock = 256; /* threads per block when TPC = 32: 8 columns per block */
-
-/* Group size for a column of `len` entries (the rule of cuda_columns.cu). */
-inline int tpc_for(int64_t len) { return len <= 512 ? 32 : (len <= 8192 ? 256 : 512); }
-
 inline unsigned grid_for(int tpc, int64_t S)
 {
     return (unsigned)(tpc == 32 ? (S + kWarpBlock / 32 - 1) / (kWarpBlock / 32) : S);
-}
-
-/* Sums NV values over the TPC threads of a column group; every thread gets
- * the same total (the tree of cuda_columns.cu's group_sum).  Ends with a
- * barrier of the group, so shared scratch and the column's scalars may be
- * written right after. */
-template <int TPC, int NV, typename T> __device__ __forceinline__ void group_sum(T (&v)[NV])
-{
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-        for (int k = 0; k < NV; k++) v[k] += __shfl_xor_sync(0xffffffffu, v[k], o);
-    if constexpr (TPC > 32) {
-        constexpr int NW = TPC / 32;
-        __shared__ T red[NV][NW];
-        const int w = (int)(threadIdx.x >> 5);
-        if ((threadIdx.x & 31) == 0)
-#pragma unroll
-            for (int k = 0; k < NV; k++) red[k][w] = v[k];
-        __syncthreads();
-#pragma unroll
-        for (int k = 0; k < NV; k++) {
-            T s = red[k][0];
-            for (int i = 1; i < NW; i++) s += red[k][i];
-            v[k] = s;
-        }
-        __syncthreads(); /* the next call may overwrite red */
-    }
 }
 
 template <int TPC> __device__ __forceinline__ int64_t group_col()
