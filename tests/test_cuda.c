@@ -83,18 +83,7 @@ static bn_dataset *dataset(const char *spec, bn_loss loss)
     return ds;
 }
 
-static void demo_config(bn_run_config *c, bn_backend_kind kind)
-{
-    bn_run_config_default(c);
-    c->backend = kind;
-    c->threads = 1;
-    c->eta_w = 0.9;
-    c->eta_gamma = 0.05;
-    c->gamma0 = 0.1;
-    c->w0_scale = 0.5;
-    c->w0_align = 1.0;
-    c->w0_noise = 0.05;
-}
+static void demo_config(bn_run_config *c, bn_backend_kind kind) { ts_demo_config(c, kind); }
 
 /* Element-wise max |a-b| / max(|b|, floor) over records [0, upto] of every
  * trajectory (rows of R).  NaN on one side only counts as infinite. */

@@ -29,18 +29,7 @@ static const double *field(const bn_sim *sim, const char *name)
     return p;
 }
 
-static void demo_config(bn_run_config *c)
-{
-    bn_run_config_default(c);
-    c->backend = BN_BACKEND_CPU;
-    c->threads = 1;
-    c->eta_w = 0.9;
-    c->eta_gamma = 0.05;
-    c->gamma0 = 0.1;
-    c->w0_scale = 0.5;
-    c->w0_align = 1.0;
-    c->w0_noise = 0.05;
-}
+static void demo_config(bn_run_config *c) { ts_demo_config(c, BN_BACKEND_CPU); }
 
 /* α, β, γ of the full d-dimensional GD equal the three-variable map
  * (Lemmas 1 and 7) on whitened data.  MODEL.md measured 4e-11 over 3000

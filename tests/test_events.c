@@ -315,18 +315,7 @@ Test(events, parameter_checks)
     cr_expect_null(ev);
 }
 
-static void demo_config(bn_run_config *c)
-{
-    bn_run_config_default(c);
-    c->backend = BN_BACKEND_CPU;
-    c->threads = 1;
-    c->eta_w = 0.9;
-    c->eta_gamma = 0.05;
-    c->gamma0 = 0.1;
-    c->w0_scale = 0.5;
-    c->w0_align = 1.0;
-    c->w0_noise = 0.05;
-}
+static void demo_config(bn_run_config *c) { ts_demo_config(c, BN_BACKEND_CPU); }
 
 /* The streaming detector (observer, every step) gives the same events as the
  * offline path on the records of an every-step run, on MODEL.md's example:

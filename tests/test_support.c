@@ -188,6 +188,19 @@ double ts_rel_err(const double *a, const double *b, int64_t len)
     return s > 0 ? m / s : m;
 }
 
+void ts_demo_config(bn_run_config *c, bn_backend_kind backend)
+{
+    bn_run_config_default(c);
+    c->backend = backend;
+    c->threads = 1;
+    c->eta_w = 0.9;
+    c->eta_gamma = 0.05;
+    c->gamma0 = 0.1;
+    c->w0_scale = 0.5;
+    c->w0_align = 1.0;
+    c->w0_noise = 0.05;
+}
+
 const char *ts_cli(void)
 {
     /* Absolute, because the CLI tests run it from inside temp folders. */

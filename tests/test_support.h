@@ -32,6 +32,10 @@ bn_status ts_backend_gradient(bn_backend_kind kind, bn_precision prec, const ts_
 double ts_rel_err(const double *a, const double *b, int64_t len); /* ‖a-b‖∞ / ‖b‖∞ */
 double ts_max_abs(const double *a, int64_t len);
 
+/* MODEL.md's delayed-spike example (the demo): data spec and settings. */
+#define TS_DEMO_SPEC "whitened:n=400,d=20,noise=0.5,wnorm=4,seed=1"
+void ts_demo_config(bn_run_config *c, bn_backend_kind backend);
+
 /* Path of the bnspike CLI under test (BNSPIKE_CLI, else build/bnspike). */
 const char *ts_cli(void);
 /* Runs a shell command, returns its exit status; stderr+stdout go to *out (malloc'ed). */

@@ -13,18 +13,7 @@
 
 #define DEMO_SPEC "whitened:n=400,d=20,noise=0.5,wnorm=4,seed=1"
 
-static void demo_config(bn_run_config *c)
-{
-    bn_run_config_default(c);
-    c->backend = BN_BACKEND_CPU;
-    c->threads = 1;
-    c->eta_w = 0.9;
-    c->eta_gamma = 0.05;
-    c->gamma0 = 0.1;
-    c->w0_scale = 0.5;
-    c->w0_align = 1.0;
-    c->w0_noise = 0.05;
-}
+static void demo_config(bn_run_config *c) { ts_demo_config(c, BN_BACKEND_CPU); }
 
 /* B = ‖Xcᵀy/n‖ computed here from the data, independently of the LS solver. */
 static double b_norm(const bn_dataset *ds)
