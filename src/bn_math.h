@@ -12,8 +12,12 @@
 
 #if defined(__CUDACC__)
 #define BN_HD __host__ __device__
+#define BN_COLUMN_INLINE
 #else
 #define BN_HD
+/* The column passes are inlined into the CPU backend's per-ISA clones, so
+ * they are compiled (and vectorized) for each instruction set. */
+#define BN_COLUMN_INLINE __attribute__((always_inline))
 #endif
 
 /* Per-column statistics written by the two column passes of one step.

@@ -2,7 +2,7 @@
  * No include guard on purpose. */
 
 /* ℓ(z, y).  Logistic uses softplus(-yz) in the form that never overflows. */
-BN_HD static inline REAL BN_SFX(bn_loss_value)(int logistic, REAL z, REAL y)
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_value)(int logistic, REAL z, REAL y)
 {
     if (!logistic) {
         REAL e = z - y;
@@ -13,7 +13,7 @@ BN_HD static inline REAL BN_SFX(bn_loss_value)(int logistic, REAL z, REAL y)
 }
 
 /* σ(t) without overflow for either sign of t. */
-BN_HD static inline REAL BN_SFX(bn_sigmoid)(REAL t)
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_sigmoid)(REAL t)
 {
     if (t >= 0) return (REAL)1 / ((REAL)1 + R_EXP(-t));
     REAL e = R_EXP(t);
@@ -21,14 +21,14 @@ BN_HD static inline REAL BN_SFX(bn_sigmoid)(REAL t)
 }
 
 /* ℓ'(z, y) = ∂ℓ/∂z. */
-BN_HD static inline REAL BN_SFX(bn_loss_d1)(int logistic, REAL z, REAL y)
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_d1)(int logistic, REAL z, REAL y)
 {
     if (!logistic) return z - y;
     return -y * BN_SFX(bn_sigmoid)(-y * z);
 }
 
 /* ℓ''(z, y) = ∂²ℓ/∂z². */
-BN_HD static inline REAL BN_SFX(bn_loss_d2)(int logistic, REAL z, REAL y)
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_d2)(int logistic, REAL z, REAL y)
 {
     if (!logistic) return (REAL)1;
     REAL p = BN_SFX(bn_sigmoid)(y * z);
@@ -36,7 +36,7 @@ BN_HD static inline REAL BN_SFX(bn_loss_d2)(int logistic, REAL z, REAL y)
 }
 
 /* One entry of q = (γ/s)(r - c·u), the vector whose product with Xcᵀ is ∇_w L. */
-BN_HD static inline REAL BN_SFX(bn_grad_q_elem)(REAL gamma_over_s, REAL r, REAL c, REAL u)
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_grad_q_elem)(REAL gamma_over_s, REAL r, REAL c, REAL u)
 {
     return gamma_over_s * (r - c * u);
 }
@@ -45,7 +45,7 @@ BN_HD static inline REAL BN_SFX(bn_grad_q_elem)(REAL gamma_over_s, REAL r, REAL 
  * i mod BN_LANES) added in a fixed tree: the order depends only on the length,
  * never on S or the thread count, and the lanes are independent, so the loops
  * vectorize and pipeline without any reassociation by the compiler. */
-BN_HD static inline REAL BN_SFX(bn_lane_total)(const REAL *acc)
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_lane_total)(const REAL *acc)
 {
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
@@ -54,7 +54,7 @@ BN_HD static inline REAL BN_SFX(bn_lane_total)(const REAL *acc)
  *   u: n, y: n, uhat: n (Xc w_ref/‖Xc w_ref‖, or all zeros),
  *   q_out: n, receives (γ/s)(r - c·u);  stats: column j of the stats block.
  * Three passes over n: s needs ‖u‖ before z, and c needs uᵀr before q. */
-BN_HD static inline void BN_SFX(bn_forward_column)(int64_t n, const REAL *u, const REAL *y,
+BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_forward_column)(int64_t n, const REAL *u, const REAL *y,
                                                    const REAL *uhat, REAL gamma, int logistic,
                                                    REAL *q_out, REAL *stats, int64_t S)
 {
@@ -95,7 +95,7 @@ BN_HD static inline void BN_SFX(bn_forward_column)(int64_t n, const REAL *u, con
  *   w: d (updated in place when update != 0), g: d, ehat: d (unit or zeros),
  *   gamma: the column's γ (updated in place), stats: column j of the stats block.
  * Returns 1 when state t is not finite (the caller marks divergence at t). */
-BN_HD static inline int BN_SFX(bn_update_column)(int64_t d, REAL *w, const REAL *g,
+BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_update_column)(int64_t d, REAL *w, const REAL *g,
                                                  const REAL *ehat, REAL eta_w, REAL eta_gamma,
                                                  REAL *gamma, int update, REAL *stats, int64_t S)
 {

@@ -121,6 +121,15 @@ static bn_status cpu_gemm_f32(bn_backend *be, int trans, int64_t m, int64_t ncol
     return BN_OK;
 }
 
+/* Column passes per instruction set (GCC function multiversioning), and how
+ * many columns one OpenMP task takes. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define BN_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BN_CPU_CLONES
+#endif
+#define BN_CPU_CHUNK 16
+
 #define REAL double
 #define BN_SFX(name) name##_f64
 #include "cpu_ops_impl.h"

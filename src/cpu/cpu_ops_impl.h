@@ -16,43 +16,62 @@ static bn_status BN_SFX(cpu_product_xtq)(bn_backend *be, int64_t n, int64_t d, i
     return BN_SFX(cpu_gemm)(be, 1, d, S, n, (const REAL *)Xc, n, (const REAL *)Q, n, (REAL *)G, d);
 }
 
-/* U, Q: n×S col-major; y, uhat: n; gamma: S; stats: BN_ST_COUNT×S field-major.
- * Columns are independent, and each is summed serially, so the result does not
- * depend on the thread count. */
+/* Columns [j0, j1) of the forward pass; U, Q: n×S col-major; y, uhat: n;
+ * gamma: S; stats: BN_ST_COUNT×S field-major.  Compiled once per instruction
+ * set (BN_CPU_CLONES) so the lane sums of bn_math.h run in vector registers;
+ * every clone does the same IEEE operations (no contraction in C11 mode), so
+ * the bits do not depend on which one the CPU picks. */
+BN_CPU_CLONES static void BN_SFX(cpu_forward_range)(int64_t j0, int64_t j1, int64_t n, int64_t S,
+                                                    const REAL *u, const REAL *y, const REAL *uhat,
+                                                    const REAL *g, int logistic, REAL *q, REAL *st)
+{
+    for (int64_t j = j0; j < j1; j++)
+        BN_SFX(bn_forward_column)(n, u + j * n, y, uhat, g[j], logistic, q + j * n, st + j, S);
+}
+
+/* Columns are independent and each is summed in an order fixed by its length,
+ * so the result does not depend on the thread count or the chunking. */
 static bn_status BN_SFX(cpu_forward_columns)(bn_backend *be, int64_t n, int64_t S,
                                              const void *U, const void *y, const void *uhat,
                                              const void *gamma, int logistic, void *Q,
                                              void *stats)
 {
-    const REAL *u = (const REAL *)U;
-    const REAL *g = (const REAL *)gamma;
-    REAL *q = (REAL *)Q;
-    REAL *st = (REAL *)stats;
-#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && (n * S) > 4096)
-    for (int64_t j = 0; j < S; j++)
-        BN_SFX(bn_forward_column)(n, u + j * n, (const REAL *)y, (const REAL *)uhat, g[j],
-                                  logistic, q + j * n, st + j, S);
+    int64_t chunks = (S + BN_CPU_CHUNK - 1) / BN_CPU_CHUNK;
+#pragma omp parallel for schedule(static) num_threads(be->threads) if (chunks > 1 && (n * S) > 4096)
+    for (int64_t c = 0; c < chunks; c++)
+        BN_SFX(cpu_forward_range)(c * BN_CPU_CHUNK, c * BN_CPU_CHUNK + BN_CPU_CHUNK < S ? c * BN_CPU_CHUNK + BN_CPU_CHUNK : S,
+                                  n, S, (const REAL *)U, (const REAL *)y, (const REAL *)uhat,
+                                  (const REAL *)gamma, logistic, (REAL *)Q, (REAL *)stats);
     return BN_OK;
 }
 
-/* W, G: d×S col-major; ehat: d; eta_w, eta_gamma, gamma: S; diverged_step: S. */
+/* Columns [j0, j1) of the update; W, G: d×S col-major; ehat: d; eta_w,
+ * eta_gamma, gamma, diverged_step: S. */
+BN_CPU_CLONES static void BN_SFX(cpu_update_range)(int64_t j0, int64_t j1, int64_t d, int64_t S,
+                                                   REAL *w, const REAL *g, const REAL *ehat,
+                                                   const REAL *ew, const REAL *eg, REAL *gam,
+                                                   int update, REAL *st, int64_t step,
+                                                   int64_t *diverged_step)
+{
+    for (int64_t j = j0; j < j1; j++) {
+        int bad = BN_SFX(bn_update_column)(d, w + j * d, g + j * d, ehat, ew[j], eg[j], gam + j,
+                                           update, st + j, S);
+        if (bad && diverged_step[j] < 0) diverged_step[j] = step;
+    }
+}
+
 static bn_status BN_SFX(cpu_update_columns)(bn_backend *be, int64_t d, int64_t S, void *W,
                                             const void *G, const void *ehat, const void *eta_w,
                                             const void *eta_gamma, void *gamma, int update,
                                             void *stats, int64_t step, int64_t *diverged_step)
 {
-    REAL *w = (REAL *)W;
-    const REAL *g = (const REAL *)G;
-    const REAL *ew = (const REAL *)eta_w;
-    const REAL *eg = (const REAL *)eta_gamma;
-    REAL *gam = (REAL *)gamma;
-    REAL *st = (REAL *)stats;
-#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && (d * S) > 4096)
-    for (int64_t j = 0; j < S; j++) {
-        int bad = BN_SFX(bn_update_column)(d, w + j * d, g + j * d, (const REAL *)ehat, ew[j],
-                                           eg[j], gam + j, update, st + j, S);
-        if (bad && diverged_step[j] < 0) diverged_step[j] = step;
-    }
+    int64_t chunks = (S + BN_CPU_CHUNK - 1) / BN_CPU_CHUNK;
+#pragma omp parallel for schedule(static) num_threads(be->threads) if (chunks > 1 && (d * S) > 4096)
+    for (int64_t c = 0; c < chunks; c++)
+        BN_SFX(cpu_update_range)(c * BN_CPU_CHUNK, c * BN_CPU_CHUNK + BN_CPU_CHUNK < S ? c * BN_CPU_CHUNK + BN_CPU_CHUNK : S,
+                                 d, S, (REAL *)W, (const REAL *)G, (const REAL *)ehat,
+                                 (const REAL *)eta_w, (const REAL *)eta_gamma, (REAL *)gamma, update,
+                                 (REAL *)stats, step, diverged_step);
     return BN_OK;
 }
 
