@@ -4,6 +4,8 @@
 #   make            library, CLI (build/bnspike), tests, benchmarks
 #   make demo       run the embedded default delayed-spike example
 #   make test       the whole test suite (Criterion)
+#   make bench      the benchmark table: bnspike vs the two-GEMM floor and the
+#                   PyTorch/numpy peers, side by side (~5 min; BENCH_ARGS=--quick ~1.5)
 #   make bench-cpu  CPU benchmark against the two-GEMM floor
 #   make bench-sharpness  one batched power-iteration step (HVP) against a GD step
 #   make bench-gpu  GPU benchmark (build/bench_gpu; needs CUDA=1 and a device)
@@ -46,8 +48,8 @@ LIB      := $(BUILD)/libbnspike.a
 CLI      := $(BUILD)/bnspike
 TESTS    := $(BUILD)/bnspike_tests
 
-.PHONY: all deps demo test bench-cpu bench-gpu bench-sharpness asan clean info FORCE
-all: info $(CLI) $(TESTS) $(BUILD)/bench_cpu $(BUILD)/bench_sharpness $(BUILD)/bench_det_gemm
+.PHONY: all deps demo test bench bench-cpu bench-gpu bench-sharpness asan clean info FORCE
+all: info $(CLI) $(TESTS) $(BUILD)/bench_table $(BUILD)/bench_cpu $(BUILD)/bench_sharpness $(BUILD)/bench_det_gemm
 
 info:
 	@echo "bnspike build: CC=$(CC) CUDA=$(CUDA)$(if $(NVCC), (nvcc: $(NVCC)),  (no nvcc found))"
@@ -93,6 +95,9 @@ $(CLI): $(CLI_OBJ) $(LIB)
 $(TESTS): $(TEST_OBJ) $(LIB) | $(CLI)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcriterion -o $@
 
+$(BUILD)/bench_table: $(BUILD)/bench/bench.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 $(BUILD)/bench_cpu: $(BUILD)/bench/bench_cpu.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
@@ -115,6 +120,13 @@ figures: $(CLI)
 # The tests find the CLI and fixtures relative to the repository root.
 test: $(TESTS) $(CLI)
 	BNSPIKE_CLI=$(abspath $(CLI)) $(TESTS) $(TEST_ARGS)
+
+# One table, every row measured in this run (bench/RESULTS.md).  The peers
+# need a Python with numpy and torch: PYTHON=... (default python3).
+# BENCH_ARGS: --quick, --csv FILE, --threads N, --peers none, --only TEXT, ...
+# (build/bench_table: build/bench/ holds the benchmarks' objects.)
+bench: $(BUILD)/bench_table
+	$(BUILD)/bench_table $(BENCH_ARGS)
 
 bench-cpu: $(BUILD)/bench_cpu
 	$(BUILD)/bench_cpu $(BENCH_ARGS)
