@@ -64,20 +64,12 @@ if ARGS.threads > 0:
         os.environ.setdefault(var, str(ARGS.threads))
 import numpy as np  # noqa: E402  (after the thread settings)
 
+from peer_common import compare, rss_kb, settings  # noqa: E402
+
 FIELDS = ["step", "loss", "gamma", "w_norm", "w_norm_sigma", "alpha", "beta", "rho", "eta_eff",
           "grad_norm_w", "grad_gamma", "alpha_sigma", "beta_sigma", "rho_sigma"]
 SHARP_NAMES = ["sharpness", "sharpness_weighted", "sharpness_sphere"]
 SHARP_OPS = [(False, False), (True, False), (True, True)]  # (weighted, projected), as bnspike
-
-
-def rss_kb(field="VmHWM"):
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
 
 
 def blas_info():
@@ -368,31 +360,10 @@ def load_inputs(folder, dtype, S=None):
             a(np.load(os.path.join(folder, "ref.npy"))), meta)
 
 
-def settings(meta):
-    return dict(gamma0=float(meta["gamma0"]), eta_w=float(meta["eta_w"]), eta_gamma=float(meta["eta_gamma"]),
-                loss=meta.get("loss", "square"), sharpness_tol=float(meta.get("sharpness_tol", 1e-6)),
-                sharpness_maxiter=int(meta.get("sharpness_maxiter", 1000)))
-
-
 def records_dict(recs, sharp):
     out = {k: recs[i].astype(np.float64) for i, k in enumerate(FIELDS)}
     for k, a in zip(SHARP_NAMES, sharp):
         out[k] = a
-    return out
-
-
-def compare(ours, theirs):
-    out = {}
-    for name in ("loss", "gamma", "rho"):
-        a, b = ours[name], theirs[name]
-        if a.shape != b.shape:
-            out[name] = float("inf")
-            continue
-        floor = 1e-5 if name == "rho" else 1e-300
-        err = np.abs(a - b) / np.maximum(np.abs(b), floor)
-        err[np.isnan(a) & np.isnan(b)] = 0.0
-        err[np.isnan(err)] = np.inf
-        out[name] = float(err.max()) if err.size else 0.0
     return out
 
 

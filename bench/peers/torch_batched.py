@@ -50,6 +50,8 @@ import time
 
 import numpy as np
 
+from peer_common import compare, rss_kb, settings
+
 try:
     import torch
     import torch.nn.functional as F
@@ -91,17 +93,6 @@ def parse_args(argv=None):
     p.add_argument("--json", help="also write the JSON result to this file")
     p.add_argument("--serve", action="store_true", help="answer JSON commands on stdin (see above)")
     return p.parse_args(argv)
-
-
-def rss_kb(field="VmHWM"):
-    """Peak (VmHWM) or current (VmRSS) resident set of this process, kB."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
 
 
 def describe(device):
@@ -352,34 +343,12 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def compare(ours, theirs):
-    """Max relative error per field; rho relative down to 1e-5, absolute below."""
-    out = {}
-    for name in ("loss", "gamma", "rho"):
-        a, b = ours[name], theirs[name]
-        if a.shape != b.shape:
-            out[name] = float("inf")
-            continue
-        floor = 1e-5 if name == "rho" else 1e-300
-        err = np.abs(a - b) / np.maximum(np.abs(b), floor)
-        err[np.isnan(a) & np.isnan(b)] = 0.0
-        err[np.isnan(err)] = np.inf
-        out[name] = float(err.max()) if err.size else 0.0
-    return out
-
-
 def records_dict(recs, sharp):
     R = recs.double().cpu().numpy()
     out = {k: R[i] for i, k in enumerate(FIELDS)}
     for k, a in zip(SHARP_NAMES, sharp):
         out[k] = a
     return out
-
-
-def settings(meta):
-    return dict(gamma0=float(meta["gamma0"]), eta_w=float(meta["eta_w"]), eta_gamma=float(meta["eta_gamma"]),
-                loss=meta.get("loss", "square"), sharpness_tol=float(meta.get("sharpness_tol", 1e-6)),
-                sharpness_maxiter=int(meta.get("sharpness_maxiter", 1000)))
 
 
 def serve(args):
