@@ -2,8 +2,6 @@
 #include "cli.h"
 #include "common.h"
 
-#include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
