@@ -2,6 +2,8 @@
  * spec reproduces its data bit for bit, and that bad specs are refused with
  * a message naming the culprit. */
 #include <criterion/criterion.h>
+
+#include "test_support.h"
 #include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
@@ -18,24 +20,9 @@ static bn_dataset *generate(const char *spec, bn_loss loss)
 
 static double *centered(const bn_dataset *ds)
 {
-    int64_t n = bn_dataset_n(ds), d = bn_dataset_d(ds);
-    const double *X = bn_dataset_X(ds);
-    double *xc = malloc((size_t)(n * d) * sizeof(double));
+    double *xc = ts_center(bn_dataset_X(ds), bn_dataset_n(ds), bn_dataset_d(ds));
     cr_assert(xc);
-    for (int64_t j = 0; j < d; j++) {
-        double mean = 0;
-        for (int64_t i = 0; i < n; i++) mean += X[i * d + j];
-        mean /= (double)n;
-        for (int64_t i = 0; i < n; i++) xc[i * d + j] = X[i * d + j] - mean;
-    }
     return xc;
-}
-
-static double nrm(const double *v, int64_t len)
-{
-    double s = 0;
-    for (int64_t i = 0; i < len; i++) s += v[i] * v[i];
-    return sqrt(s);
 }
 
 /* Largest |Σ - I| entry with Σ = Xcᵀ Xc / n. */
@@ -91,7 +78,7 @@ Test(generate, whitened_targets_without_noise_recover_wnorm)
         ysum += bn_dataset_y(ds)[i];
         for (int64_t t = 0; t < d; t++) b[t] += xc[i * d + t] * bn_dataset_y(ds)[i] / (double)n;
     }
-    cr_assert_float_eq(nrm(b, d), 2.5, 1e-12, "‖Xcᵀy/n‖ = %.17g", nrm(b, d));
+    cr_assert_float_eq(ts_norm(b, d), 2.5, 1e-12, "‖Xcᵀy/n‖ = %.17g", ts_norm(b, d));
     cr_assert_leq(fabs(ysum), 1e-10, "Σy = %.3g: targets of centered data sum to zero", ysum);
     free(xc);
     bn_dataset_free(ds);
@@ -154,7 +141,7 @@ Test(generate, hilbert_is_a_rotated_scaled_hilbert_slice)
 
     /* scale=2: ‖X‖_F = 2‖H‖_F. */
     ds = generate("hilbert:n=12,d=30,noise=0,scale=2", BN_LOSS_SQUARE);
-    cr_assert_float_eq(nrm(bn_dataset_X(ds), n * d), 2 * fro, 1e-12);
+    cr_assert_float_eq(ts_norm(bn_dataset_X(ds), n * d), 2 * fro, 1e-12);
     bn_dataset_free(ds);
     free(X);
 }
@@ -206,7 +193,7 @@ Test(generate, gaussian_logistic_labels_are_separable_with_margin)
         for (int64_t t = 0; t < d; t++) m += bn_dataset_y(ds)[i] * xc[i * d + t] * w[t];
         cr_assert_geq(m, 1 - 1e-9, "margin %lld = %.17g", (long long)i, m);
     }
-    cr_assert_leq(nrm(w, d), 5 * (1 + 1e-12));
+    cr_assert_leq(ts_norm(w, d), 5 * (1 + 1e-12));
     free(xc);
     bn_dataset_free(ds);
 }

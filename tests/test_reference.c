@@ -4,6 +4,8 @@
  * formulation (normal equations, Gram matrices), or the KKT conditions,
  * which certify optimality of a convex program on their own. */
 #include <criterion/criterion.h>
+
+#include "test_support.h"
 #include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
@@ -25,29 +27,16 @@ static double *normals(uint64_t key, int64_t count)
 
 static double *centered(const double *X, int64_t n, int64_t d)
 {
-    double *xc = malloc((size_t)(n * d) * sizeof(double));
+    double *xc = ts_center(X, n, d);
     cr_assert(xc);
-    for (int64_t j = 0; j < d; j++) {
-        double mean = 0;
-        for (int64_t i = 0; i < n; i++) mean += X[i * d + j];
-        mean /= (double)n;
-        for (int64_t i = 0; i < n; i++) xc[i * d + j] = X[i * d + j] - mean;
-    }
     return xc;
-}
-
-static double nrm(const double *v, int64_t len)
-{
-    double s = 0;
-    for (int64_t i = 0; i < len; i++) s += v[i] * v[i];
-    return sqrt(s);
 }
 
 static double rel_err(const double *a, const double *b, int64_t len)
 {
     double diff = 0;
     for (int64_t i = 0; i < len; i++) diff += (a[i] - b[i]) * (a[i] - b[i]);
-    double ref = nrm(b, len);
+    double ref = ts_norm(b, len);
     return sqrt(diff) / (ref > 0 ? ref : 1);
 }
 
@@ -162,13 +151,13 @@ static void check_svm_kkt(const bn_dataset *ds, const double *w, const bn_ref_in
     for (int64_t t = 0; t < d; t++) resid[t] = -w[t];
     for (int64_t p = 0; p < a; p++)
         for (int64_t t = 0; t < d; t++) resid[t] += rhs[p] * y[idx[p]] * xc[idx[p] * d + t];
-    double wn = nrm(w, d);
+    double wn = ts_norm(w, d);
     cr_assert_gt(lmax, 0, "%s: all multipliers are zero", what);
     /* Dual feasibility, stationarity, complementary slackness and the
      * duality gap (‖w‖² = Σλ at the optimum), each to 1e-9 relative. */
     cr_assert_geq(lmin, -1e-9 * lmax, "%s: multiplier %.3g < 0 (max %.3g)", what, lmin, lmax);
-    cr_assert_leq(nrm(resid, d), 1e-9 * wn, "%s: stationarity residual %.3g, ‖w‖ %.3g", what,
-                  nrm(resid, d), wn);
+    cr_assert_leq(ts_norm(resid, d), 1e-9 * wn, "%s: stationarity residual %.3g, ‖w‖ %.3g", what,
+                  ts_norm(resid, d), wn);
     for (int64_t p = 0; p < a; p++)
         if (rhs[p] > 1e-6 * lmax) {
             double gap = fabs(rhs[p] * (margin[idx[p]] - 1));
@@ -521,7 +510,7 @@ Test(reference_svm, gaussian_margin_bounds_the_norm)
     bn_dataset *ds = generate("gaussian:n=150,d=10,margin=0.25,seed=8", BN_LOSS_LOGISTIC);
     double w[10];
     cr_assert_eq(bn_reference_direction(ds, BN_LOSS_LOGISTIC, w, NULL), BN_OK);
-    cr_assert_leq(nrm(w, 10), 1 / 0.25 * (1 + 1e-12), "‖w*‖ = %.17g", nrm(w, 10));
+    cr_assert_leq(ts_norm(w, 10), 1 / 0.25 * (1 + 1e-12), "‖w*‖ = %.17g", ts_norm(w, 10));
     bn_dataset_free(ds);
 }
 
@@ -546,8 +535,8 @@ Test(reference_svm, active_margin_data_has_every_sample_active)
             cr_assert_leq(fabs(m - 1), 1e-9, "%s: margin %lld = %.17g", specs[c], (long long)i, m);
         }
         /* The construction's geometric margin is `margin`, so ‖w*‖ = 1/margin. */
-        cr_assert_float_eq(nrm(w, d), 1 / margins[c], 1e-9 / margins[c], "%s: ‖w*‖ = %.17g",
-                           specs[c], nrm(w, d));
+        cr_assert_float_eq(ts_norm(w, d), 1 / margins[c], 1e-9 / margins[c], "%s: ‖w*‖ = %.17g",
+                           specs[c], ts_norm(w, d));
         check_svm_kkt(ds, w, &info, specs[c]);
         free(xc);
         free(w);

@@ -169,6 +169,41 @@ bn_status ts_backend_gradient(bn_backend_kind kind, bn_precision prec, const ts_
     return st;
 }
 
+double *ts_center(const double *X, int64_t n, int64_t d)
+{
+    double *xc = malloc((size_t)(n * d) * sizeof(double));
+    if (!xc) return NULL;
+    for (int64_t j = 0; j < d; j++) {
+        double mean = 0;
+        for (int64_t i = 0; i < n; i++) mean += X[i * d + j];
+        mean /= (double)n;
+        for (int64_t i = 0; i < n; i++) xc[i * d + j] = X[i * d + j] - mean;
+    }
+    return xc;
+}
+
+double ts_norm(const double *v, int64_t len)
+{
+    double s = 0;
+    for (int64_t i = 0; i < len; i++) s += v[i] * v[i];
+    return sqrt(s);
+}
+
+double ts_b_norm(const bn_dataset *ds)
+{
+    int64_t n = bn_dataset_n(ds), d = bn_dataset_d(ds);
+    const double *y = bn_dataset_y(ds);
+    double *xc = ts_center(bn_dataset_X(ds), n, d);
+    double B = 0;
+    for (int64_t k = 0; k < d; k++) {
+        double b = 0;
+        for (int64_t i = 0; i < n; i++) b += xc[i * d + k] * y[i] / (double)n;
+        B += b * b;
+    }
+    free(xc);
+    return sqrt(B);
+}
+
 double ts_max_abs(const double *a, int64_t len)
 {
     double m = 0;

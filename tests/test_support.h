@@ -29,6 +29,13 @@ bn_status ts_backend_gradient(bn_backend_kind kind, bn_precision prec, const ts_
                               int logistic, int64_t S, const double *W, const double *gammas,
                               double *G, double *stats);
 
+/* Independent references computed here from the data (not via the library):
+ * X minus its column means (n×d row-major, caller frees), the Euclidean norm,
+ * and B = ‖Xcᵀy/n‖ of MODEL.md. */
+double *ts_center(const double *X, int64_t n, int64_t d);
+double ts_norm(const double *v, int64_t len);
+double ts_b_norm(const bn_dataset *ds);
+
 double ts_rel_err(const double *a, const double *b, int64_t len); /* ‖a-b‖∞ / ‖b‖∞ */
 double ts_max_abs(const double *a, int64_t len);
 

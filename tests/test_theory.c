@@ -15,22 +15,6 @@
 
 static void demo_config(bn_run_config *c) { ts_demo_config(c, BN_BACKEND_CPU); }
 
-/* B = ‖Xcᵀy/n‖ computed here from the data, independently of the LS solver. */
-static double b_norm(const bn_dataset *ds)
-{
-    double *xc;
-    cr_assert_eq(bn_dataset_centered(ds, &xc), BN_OK);
-    int64_t n = bn_dataset_n(ds), d = bn_dataset_d(ds);
-    const double *y = bn_dataset_y(ds);
-    double B = 0;
-    for (int64_t k = 0; k < d; k++) {
-        double b = 0;
-        for (int64_t i = 0; i < n; i++) b += xc[i * d + k] * y[i] / (double)n;
-        B += b * b;
-    }
-    free(xc);
-    return sqrt(B);
-}
 
 Test(theory, data_quantities)
 {
@@ -38,7 +22,7 @@ Test(theory, data_quantities)
     cr_assert_eq(bn_dataset_generate(DEMO_SPEC, BN_LOSS_SQUARE, &ds), BN_OK);
     bn_theory_data td;
     cr_assert_eq(bn_theory_data_compute(ds, &td), BN_OK, "%s", bn_last_error());
-    double B = b_norm(ds);
+    double B = ts_b_norm(ds);
     cr_expect_float_eq(td.B, B, 1e-12 * B, "B %.17g vs ‖Xcᵀy/n‖ %.17g", td.B, B);
     cr_expect_eq(td.whitened, 1);
     cr_expect_leq(td.sigma_dev, 1e-13);
