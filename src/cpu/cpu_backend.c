@@ -88,39 +88,6 @@ static bn_status cpu_synchronize(bn_backend *be)
     return BN_OK;
 }
 
-/* C = op(A)·B with the deterministic GEMM (det_gemm.h): every column's bits
- * depend only on that column, so a trajectory is bitwise the same alone or in
- * any batch, on any thread count.  op(A) is m×k; A: rows×cols col-major with
- * lda rows (for trans, A is k×m and Aᵀ comes from cpu_transpose_of);
- * B: k×ncols (ldb), C: m×ncols (ldc). */
-static bn_status cpu_gemm_f64(bn_backend *be, int trans, int64_t m, int64_t ncols, int64_t k,
-                              const double *A, int64_t lda, const double *B, int64_t ldb, double *C,
-                              int64_t ldc)
-{
-    if (trans) {
-        const void *at;
-        BN_TRY(cpu_transpose_of(be, A, lda, m, sizeof(double), &at));
-        A = at;
-        lda = m;
-    }
-    bn_det_gemm_f64(m, ncols, k, A, lda, B, ldb, C, ldc, be->threads);
-    return BN_OK;
-}
-
-static bn_status cpu_gemm_f32(bn_backend *be, int trans, int64_t m, int64_t ncols, int64_t k,
-                              const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
-                              int64_t ldc)
-{
-    if (trans) {
-        const void *at;
-        BN_TRY(cpu_transpose_of(be, A, lda, m, sizeof(float), &at));
-        A = at;
-        lda = m;
-    }
-    bn_det_gemm_f32(m, ncols, k, A, lda, B, ldb, C, ldc, be->threads);
-    return BN_OK;
-}
-
 /* Column passes per instruction set (GCC function multiversioning), and how
  * many columns one OpenMP task takes. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)

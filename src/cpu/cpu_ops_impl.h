@@ -1,6 +1,25 @@
 /* Template body of the CPU backend's precision-specific ops: included by
  * cpu_backend.c with REAL = double (fp64) and REAL = float (fp32).
- * BN_SFX(cpu_gemm) (cpu_backend.c) computes C = op(A)·B.  No include guard on purpose. */
+ * No include guard on purpose. */
+
+/* C = op(A)·B with the deterministic GEMM (det_gemm.h): every column's bits
+ * depend only on that column, so a trajectory is bitwise the same alone or in
+ * any batch, on any thread count.  op(A) is m×k; A: col-major with lda rows
+ * (for trans, A is k×m and Aᵀ comes from cpu_transpose_of); B: k×ncols (ldb),
+ * C: m×ncols (ldc). */
+static bn_status BN_SFX(cpu_gemm)(bn_backend *be, int trans, int64_t m, int64_t ncols, int64_t k,
+                                  const REAL *A, int64_t lda, const REAL *B, int64_t ldb, REAL *C,
+                                  int64_t ldc)
+{
+    if (trans) {
+        const void *at;
+        BN_TRY(cpu_transpose_of(be, A, lda, m, sizeof(REAL), &at));
+        A = at;
+        lda = m;
+    }
+    BN_SFX(bn_det_gemm)(m, ncols, k, A, lda, B, ldb, C, ldc, be->threads);
+    return BN_OK;
+}
 
 /* U = Xc·W.  Xc: n×d col-major, W: d×S col-major, U: n×S col-major. */
 static bn_status BN_SFX(cpu_product_xw)(bn_backend *be, int64_t n, int64_t d, int64_t S,
