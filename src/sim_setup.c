@@ -13,16 +13,6 @@ static double norm2(const double *v, int64_t len)
     return sqrt(s);
 }
 
-/* out = xc·v, xc: n×d row-major. */
-static void xc_times(const double *xc, int64_t n, int64_t d, const double *v, double *out)
-{
-    for (int64_t i = 0; i < n; i++) {
-        double s = 0;
-        for (int64_t k = 0; k < d; k++) s += xc[i * d + k] * v[k];
-        out[i] = s;
-    }
-}
-
 bn_status bn_setup_reference(const bn_dataset *ds, const bn_run_config *cfg, const double *xc,
                              double *w_ref, bn_ref_info *info, double *ehat, double *uhat)
 {
@@ -43,7 +33,7 @@ bn_status bn_setup_reference(const bn_dataset *ds, const bn_run_config *cfg, con
     if (!(nrm > 0) || !isfinite(nrm))
         return bn_fail(BN_ERR_DATA, "the reference direction is zero or not finite (norm %g)", nrm);
     for (int64_t i = 0; i < d; i++) ehat[i] = w_ref[i] / nrm;
-    xc_times(xc, n, d, ehat, uhat);
+    bn_la_gemv(0, n, d, 1.0, xc, ehat, 0.0, uhat);
     double un = norm2(uhat, n);
     if (!(un > 0))
         return bn_fail(BN_ERR_DATA, "the reference direction is orthogonal to every centered sample (Xc·w_ref = 0)");
