@@ -151,11 +151,6 @@ __global__ void set_ctrl_kernel(int64_t *ctrl, int64_t t_base, int64_t slot0)
 
 __global__ void advance_kernel(int64_t *ctrl, int64_t k) { ctrl[0] += k; }
 
-template <typename T> inline unsigned grid_for(int tpc, int64_t S)
-{
-    return (unsigned)(tpc == 32 ? (S + kWarpBlock / 32 - 1) / (kWarpBlock / 32) : S);
-}
-
 } // namespace
 
 template <typename T>
@@ -164,7 +159,7 @@ cudaError_t bn_cuda_launch_forward(cudaStream_t stream, int64_t n, int64_t S, co
                                    const bn_col_step<T> &cs)
 {
     const int tpc = tpc_for(n);
-    const unsigned grid = grid_for<T>(tpc, S);
+    const unsigned grid = grid_for(tpc, S);
     if (tpc == 32)
         BN_LAUNCH(grid, kWarpBlock, 0, stream, forward_kernel<T, 32>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
     else if (tpc == 256)
@@ -180,7 +175,7 @@ cudaError_t bn_cuda_launch_update(cudaStream_t stream, int64_t d, int64_t S, T *
                                   int64_t *diverged_step, const bn_col_step<T> &cs)
 {
     const int tpc = tpc_for(d);
-    const unsigned grid = grid_for<T>(tpc, S);
+    const unsigned grid = grid_for(tpc, S);
     if (tpc == 32)
         BN_LAUNCH(grid, kWarpBlock, 0, stream, update_kernel<T, 32>)(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
                                                               diverged_step, cs);

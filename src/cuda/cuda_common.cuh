@@ -219,4 +219,10 @@ template <int TPC, int NV, typename T> __device__ __forceinline__ void group_sum
     }
 }
 
+/* Blocks for S columns of group size tpc: 8 columns per block for warps. */
+static inline unsigned grid_for(int tpc, int64_t S)
+{
+    return (unsigned)(tpc == 32 ? (S + kWarpBlock / 32 - 1) / (kWarpBlock / 32) : S);
+}
+
 #endif

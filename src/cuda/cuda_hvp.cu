@@ -33,11 +33,6 @@
 
 namespace {
 
-inline unsigned grid_for(int tpc, int64_t S)
-{
-    return (unsigned)(tpc == 32 ? (S + kWarpBlock / 32 - 1) / (kWarpBlock / 32) : S);
-}
-
 template <int TPC> __device__ __forceinline__ int64_t group_col()
 {
     return TPC == 32 ? (int64_t)blockIdx.x * (kWarpBlock / 32) + (threadIdx.x >> 5) : (int64_t)blockIdx.x;
