@@ -113,6 +113,9 @@ $(BUILD)/bench_gpu: $(BUILD)/bench/bench_gpu.o $(LIB)
 demo: $(CLI)
 	$(CLI) demo --out demo-out
 
+# Optional parts, each in its own file: fuzzing (mk/fuzz.mk), MPI (mk/mpi.mk).
+-include $(wildcard mk/*.mk)
+
 # The README's figures: runs, sweeps and `bnspike plot` (seconds on 2 cores).
 figures: $(CLI)
 	sh scripts/figures.sh $(CLI)

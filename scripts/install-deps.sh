@@ -2,8 +2,18 @@
 # Installs the Debian packages bnspike needs, only those that are missing.
 # Called by the Makefile; safe to run again.  Needs root (or sudo) only when
 # something is missing.
+#   install-deps.sh            what `make`, `make demo` and `make test` need
+#   install-deps.sh all        also the fuzzing (clang + libFuzzer) and MPI
+#                              (Open MPI) toolchains: what .ci/run needs
 set -e
 need=""
+if [ "${1:-}" = all ]; then
+    command -v clang >/dev/null || need="$need clang"
+    ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
+        need="$need libclang-rt-14-dev"
+    command -v mpicc >/dev/null || need="$need libopenmpi-dev"
+    command -v mpirun >/dev/null || need="$need openmpi-bin"
+fi
 have_hdr() { [ -e "/usr/include/$1" ] || [ -e "/usr/include/x86_64-linux-gnu/$1" ] || [ -e "/usr/include/aarch64-linux-gnu/$1" ]; }
 have_hdr cblas.h            || need="$need libopenblas-dev"
 have_hdr lapacke.h          || need="$need liblapacke-dev"

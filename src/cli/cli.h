@@ -26,6 +26,12 @@ void cli_progress_init(cli_progress *p, int quiet, int64_t seeds);
 int cli_progress_cb(void *user, int64_t step, int64_t steps);
 void cli_progress_done(cli_progress *p);
 
+/* The whole command line (main() calls it). */
+int bnspike_main(int argc, char **argv);
+/* When set, every command returns 0 right after its options parsed and
+ * checked, before it reads data or writes anything (the CLI fuzz target). */
+extern int cli_parse_only;
+
 int cmd_run(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_backends(int argc, char **argv);

@@ -38,6 +38,7 @@ int cmd_data(int argc, char **argv)
     }
     if (!spec) return cli_usage_error("data", "no generator spec given (e.g. whitened:n=400,d=20)");
     if (!out) return cli_usage_error("data", "--out FILE.csv is required");
+    if (cli_parse_only) return 0;
     bn_dataset *ds;
     bn_status st = bn_dataset_generate(spec, loss, &ds);
     if (st) return cli_report("data", st);

@@ -991,6 +991,7 @@ int cmd_plot(int argc, char **argv)
     if (optind >= argc) return cli_usage_error("plot", "no folder given");
     if (optind + 1 < argc) return cli_usage_error("plot", "unexpected argument '%s'", argv[optind + 1]);
     r.dir = argv[optind];
+    if (cli_parse_only) return 0;
     char npz[4200], csv[4200];
     snprintf(npz, sizeof npz, "%s/trajectories.npz", r.dir);
     snprintf(csv, sizeof csv, "%s/summary.csv", r.dir);

@@ -225,6 +225,7 @@ int cmd_run(int argc, char **argv)
     init_run(&run, argc, argv, "bnspike-out");
     int rc = parse_run(argc, argv, &run.o);
     if (rc) return rc < 0 ? 0 : rc;
+    if (cli_parse_only) return 0;
     return execute(&run, NULL, !run.o.quiet);
 }
 
@@ -259,6 +260,7 @@ int cmd_demo(int argc, char **argv)
     int quiet = run.o.quiet;
     int rc = parse_run(nargs, args, &run.o);
     if (rc) return rc < 0 ? 0 : rc;
+    if (cli_parse_only) return 0;
     run.o.out_dir = out_dir;
     run.o.quiet = quiet;
     return execute(&run, "bnspike demo: delayed loss spikes on whitened square-loss data (MODEL.md example)", 1);

@@ -594,6 +594,7 @@ int cmd_sweep(int argc, char **argv)
         goto done;
     }
     so.count = so.G * so.S;
+    if (cli_parse_only) goto done;
     for (int p = 0; p < P_COUNT; p++) so.set[p] = malloc((size_t)so.count * sizeof(double));
     so.seed_id = malloc((size_t)so.count * sizeof(uint64_t));
     if (!so.set[0] || !so.set[1] || !so.set[2] || !so.set[3] || !so.seed_id) {

@@ -131,6 +131,7 @@ int cmd_theory(int argc, char **argv)
     r.argv = argv;
     int rc = parse_theory(argc, argv, &r);
     if (rc) return rc < 0 ? 0 : rc;
+    if (cli_parse_only) return 0;
 
     bn_dataset *ds = NULL;
     bn_array w0 = {0}, ref = {0};

@@ -1,4 +1,6 @@
-/* bnspike command line: subcommand dispatch and the shared error reporting. */
+/* bnspike command line: subcommand dispatch and the shared error reporting.
+ * main() itself is in cli_entry.c, so tools (the fuzz targets) can link the
+ * whole command line and call bnspike_main. */
 #include "cli.h"
 #include "common.h"
 
@@ -62,7 +64,9 @@ int cmd_backends(int argc, char **argv)
     return 0;
 }
 
-int main(int argc, char **argv)
+int cli_parse_only = 0;
+
+int bnspike_main(int argc, char **argv)
 {
     if (argc < 2) {
         fputs(main_help, stderr);
