@@ -182,6 +182,9 @@ bn_backend_kind bn_sim_backend(const bn_sim *sim);
 const char *bn_sim_backend_desc(const bn_sim *sim);
 int bn_sim_threads(const bn_sim *sim);
 double bn_sim_wall_seconds(const bn_sim *sim);
+/* The step the run continues from: 0 before it ran (or its checkpoint step after
+ * a resume), the step where it stopped when interrupted, T + 1 when done. */
+int64_t bn_sim_next_step(const bn_sim *sim);
 
 /* Sharpness records (cfg.sharpness_every > 0), at Rs sharpness steps:
  *   sharpness_step       int64 Rs        the step t of each sharpness record
@@ -456,6 +459,29 @@ bn_status bn_recorder_create(const bn_dataset *ds, const bn_run_config *cfg, con
                              const bn_recorder_config *rc, double kappa_scale, bn_recorder **out);
 /* bn_sim_run_observed with the recorder as observer, then bn_recorder_finish. */
 bn_status bn_recorder_run(bn_recorder *rec, bn_sim *sim, bn_progress_fn progress, void *user);
+
+/* Checkpoints (long runs on shared machines): the full state of a run or sweep
+ * (parameters, step, records so far, spike-detector and recorder state,
+ * random-number positions, sharpness warm starts) in one file, replaced
+ * atomically.  A run resumed from it continues bitwise identically to one that
+ * was never stopped (same backend, precision and thread count, which are part
+ * of the configuration it checks).  The checkpoint records the configuration
+ * and the data checksum; a resume with anything different is refused with a
+ * message naming the first difference. */
+typedef struct {
+    const char *path;   /* checkpoint file to write (NULL: none)                    */
+    int64_t every;      /* write one every `every` steps (0: only when stopped)      */
+    const char *resume; /* checkpoint to continue from (NULL: start at step 0)      */
+    const char *extra;  /* the caller's own settings as "key=value\n" lines, checked
+                           on resume like the library's (NULL: none)               */
+    int64_t resumed_step; /* out: the step the run continued from (0: fresh)       */
+    int64_t written;      /* out: checkpoints written                              */
+} bn_checkpoint_config;
+/* bn_recorder_run with checkpoints.  When the progress callback stops the run
+ * (BN_ERR_INTERRUPTED), a checkpoint of that point is written (when ck->path
+ * is set) and the recorder is finished, so its partial rows can be saved. */
+bn_status bn_recorder_run_checkpointed(bn_recorder *rec, bn_sim *sim, const bn_dataset *ds,
+                                       bn_progress_fn progress, void *user, bn_checkpoint_config *ck);
 /* The observer itself (user = bn_recorder) and the end-of-run call, for callers
  * that drive bn_sim_run_observed themselves. */
 int bn_recorder_observer(void *user, int64_t step, const double *const *fields, int64_t S);

@@ -143,6 +143,11 @@ bn_status bn_ckpt_open(const char *path, const char *config_text, uint64_t data_
     c->len = len - 8;
     c->pos = HEAD_LEN;
     c->sections = st ? 0 : (int64_t)bn_get_le64(buf + MAGIC_LEN + 12);
+    /* Data first: other data also changes the start (w0 is projected on it). */
+    if (!st && bn_get_le64(buf + MAGIC_LEN + 4) != data_checksum)
+        st = bn_fail(BN_ERR_ARG, "checkpoint '%s' was written for different data (checksum %016llx, "
+                                 "this data %016llx)", path,
+                     (unsigned long long)bn_get_le64(buf + MAGIC_LEN + 4), (unsigned long long)data_checksum);
     const void *cfg = NULL;
     size_t cfg_len = 0;
     if (!st) st = bn_ckpt_get_any(c, "config", &cfg, &cfg_len);
@@ -152,10 +157,6 @@ bn_status bn_ckpt_open(const char *path, const char *config_text, uint64_t data_
         free(saved);
         st = bn_fail(BN_ERR_ARG, "checkpoint '%s' was written for a different configuration: %s", path, diff);
     }
-    if (!st && bn_get_le64(buf + MAGIC_LEN + 4) != data_checksum)
-        st = bn_fail(BN_ERR_ARG, "checkpoint '%s' was written for different data (checksum %016llx, "
-                                 "this data %016llx)", path,
-                     (unsigned long long)bn_get_le64(buf + MAGIC_LEN + 4), (unsigned long long)data_checksum);
     if (st) {
         bn_ckpt_free(c);
         return st;

@@ -49,7 +49,7 @@ uint64_t bn_fnv1a64(uint64_t h, const void *p, size_t len);
 #define BN_FNV_OFFSET 0xcbf29ce484222325ULL
 
 /* A growable "key=value\n" text for bn_ckpt_create. */
-typedef struct {
+typedef struct bn_cfgtext {
     char *s;
     size_t len, cap;
     int failed;
@@ -58,5 +58,26 @@ void bn_cfgtext_add(bn_cfgtext *t, const char *fmt, ...) BN_PRINTF(2, 3);
 /* key=<count>:<fnv of the bytes> for an array (or key=none). */
 void bn_cfgtext_array(bn_cfgtext *t, const char *key, const void *p, size_t count, size_t elem);
 void bn_cfgtext_free(bn_cfgtext *t);
+
+/* Each module's share of a checkpoint: its state as consecutive sections,
+ * loaded back into an object created with the same configuration. */
+bn_status bn_events_ckpt_save(const bn_events *ev, bn_ckpt *c);
+bn_status bn_events_ckpt_load(bn_events *ev, bn_ckpt *c);
+bn_status bn_recorder_ckpt_save(const bn_recorder *rec, bn_ckpt *c);
+bn_status bn_recorder_ckpt_load(bn_recorder *rec, bn_ckpt *c);
+/* The sim's state between two blocks: the next step, (W, γ) in the backend's
+ * precision, divergence steps, records so far, sharpness records and wall time. */
+bn_status bn_sim_ckpt_save(bn_sim *sim, bn_ckpt *c);
+/* Before bn_sim_run*: the run continues from the saved step. */
+bn_status bn_sim_ckpt_load(bn_sim *sim, bn_ckpt *c);
+/* The sim's configuration as "key=value" lines (per-trajectory arrays as hashes). */
+void bn_sim_ckpt_config(const bn_sim *sim, bn_cfgtext *t);
+void bn_recorder_ckpt_config(const bn_recorder *rec, bn_cfgtext *t);
+void bn_events_ckpt_config(const bn_events *ev, bn_cfgtext *t);
+/* Called between blocks at every multiple of `every` steps (0: never) and,
+ * with stopping = 1, when the progress callback stopped the run: a
+ * consistent point to save at.  A non-OK status stops the run. */
+typedef bn_status (*bn_sim_ckpt_hook)(void *user, bn_sim *sim, int64_t step, int stopping);
+void bn_sim_set_ckpt_hook(bn_sim *sim, int64_t every, bn_sim_ckpt_hook hook, void *user);
 
 #endif

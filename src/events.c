@@ -1,5 +1,6 @@
 /* Spike detection on recorded series (see bn_spike in bnspike.h). */
 #include "events_internal.h"
+#include "ckpt.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -665,4 +666,72 @@ bn_status bn_events_attach_sharpness(bn_events *ev, const bn_sim *sim, int64_t o
         }
     }
     return BN_OK;
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+bn_status bn_events_ckpt_save(const bn_events *ev, bn_ckpt *c)
+{
+    int64_t head[3] = {ev->S, (int64_t)sizeof(traj_state), (int64_t)sizeof(bn_spike_event)};
+    BN_TRY(bn_ckpt_put(c, "events.head", head, sizeof head));
+    /* The per-trajectory states are plain values except the event list's
+     * pointer, which the loader replaces. */
+    BN_TRY(bn_ckpt_put(c, "events.traj", ev->t, (size_t)ev->S * sizeof *ev->t));
+    int64_t total = 0;
+    for (int64_t j = 0; j < ev->S; j++) total += ev->t[j].n;
+    bn_spike_event *all = malloc((size_t)(total ? total : 1) * sizeof *all);
+    if (!all) return bn_fail(BN_ERR_NOMEM, "cannot stage %lld spike events for the checkpoint", (long long)total);
+    for (int64_t j = 0, k = 0; j < ev->S; k += ev->t[j].n, j++)
+        if (ev->t[j].n) memcpy(all + k, ev->t[j].ev, (size_t)ev->t[j].n * sizeof *all);
+    bn_status st = bn_ckpt_put(c, "events.list", all, (size_t)total * sizeof *all);
+    free(all);
+    return st;
+}
+
+bn_status bn_events_ckpt_load(bn_events *ev, bn_ckpt *c)
+{
+    int64_t head[3];
+    BN_TRY(bn_ckpt_get(c, "events.head", head, sizeof head));
+    if (head[0] != ev->S || head[1] != (int64_t)sizeof(traj_state) || head[2] != (int64_t)sizeof(bn_spike_event))
+        return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': the spike detector's state does not fit this run "
+                                      "(%lld trajectories; this run has %lld)",
+                       bn_ckpt_path(c), (long long)head[0], (long long)ev->S);
+    traj_state *saved = malloc((size_t)ev->S * sizeof *saved);
+    if (!saved) return bn_fail(BN_ERR_NOMEM, "cannot allocate the detector state");
+    bn_status st = bn_ckpt_get(c, "events.traj", saved, (size_t)ev->S * sizeof *saved);
+    const void *list = NULL;
+    size_t bytes = 0;
+    if (!st) st = bn_ckpt_get_any(c, "events.list", &list, &bytes);
+    int64_t total = 0;
+    for (int64_t j = 0; !st && j < ev->S; j++) {
+        if (saved[j].n < 0 || saved[j].n > (int64_t)(bytes / sizeof(bn_spike_event)) - total)
+            st = bn_fail(BN_ERR_FORMAT, "checkpoint '%s': inconsistent spike event counts", bn_ckpt_path(c));
+        else total += saved[j].n;
+    }
+    if (!st && (size_t)total * sizeof(bn_spike_event) != bytes)
+        st = bn_fail(BN_ERR_FORMAT, "checkpoint '%s': inconsistent spike event counts", bn_ckpt_path(c));
+    const bn_spike_event *src = list;
+    for (int64_t j = 0; !st && j < ev->S; j++) {
+        traj_state *t = &ev->t[j];
+        free(t->ev);
+        *t = saved[j];
+        t->ev = NULL;
+        t->cap = 0;
+        int64_t n = t->n;
+        t->n = 0;
+        for (int64_t k = 0; k < n && !st; k++)
+            if (push_event(t, src + k)) st = bn_fail(BN_ERR_NOMEM, "cannot restore the spike events");
+        src += n;
+    }
+    free(saved);
+    return st;
+}
+
+void bn_events_ckpt_config(const bn_events *ev, bn_cfgtext *t)
+{
+    bn_cfgtext_add(t, "events.min_rise=%.17g", ev->p.min_rise);
+    bn_cfgtext_add(t, "events.end_factor=%.17g", ev->p.end_factor);
+    bn_cfgtext_add(t, "events.floor=%.17g", ev->floor);
+    bn_cfgtext_add(t, "events.use_rho_sigma=%d", ev->p.use_rho_sigma);
+    bn_cfgtext_add(t, "events.kappa_scale=%.17g", ev->kscale);
 }

@@ -14,6 +14,8 @@
  * already kept); finish sorts each trajectory's rows by step and removes
  * duplicates. */
 #include "recorder.h"
+#include "ckpt.h"
+#include "resources.h"
 
 #include <math.h>
 #include <omp.h>
@@ -82,6 +84,15 @@ bn_status bn_recorder_create_raw(int64_t S, int64_t T, bn_precision precision, d
     *out = NULL;
     if (rc->every < 1) return bn_fail(BN_ERR_ARG, "every must be >= 1 (got %lld)", (long long)rc->every);
     if (T < 1) return bn_fail(BN_ERR_ARG, "steps must be >= 1 (got %lld)", (long long)T);
+    if (rc->keep) {
+        /* Rows on the regular schedule, twice (rows, then the arrays), and the history. */
+        double nf = (double)bn_sim_n_fields();
+        double bytes = 8.0 * nf * (double)S * (2.0 * (double)(T / rc->every + 2) + (double)(rc->events.window_pre + 1));
+        char what[160];
+        snprintf(what, sizeof what, "recording %lld trajectories × %lld steps every %lld", (long long)S,
+                 (long long)T, (long long)rc->every);
+        BN_TRY(bn_check_host_memory(bytes, what));
+    }
     bn_recorder *r = calloc(1, sizeof *r);
     if (!r) return bn_fail(BN_ERR_NOMEM, "cannot allocate the recorder");
     r->S = S;
@@ -453,4 +464,143 @@ bn_status bn_recorder_add_npz(const bn_recorder *rec, bn_npz *z)
     int64_t one[1] = {1};
     BN_TRY(bn_npz_add_f64(z, "kappa_scale", &rec->kscale, 1, one));
     return bn_events_add_npz(rec->ev, "", z);
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+void bn_recorder_ckpt_config(const bn_recorder *r, bn_cfgtext *t)
+{
+    bn_cfgtext_add(t, "recorder.trajectories=%lld", (long long)r->S);
+    bn_cfgtext_add(t, "recorder.every=%lld", (long long)r->K);
+    bn_cfgtext_add(t, "recorder.keep=%d", r->keep);
+    bn_cfgtext_add(t, "recorder.window_pre=%lld", (long long)r->pre);
+    bn_cfgtext_add(t, "recorder.window_post=%lld", (long long)r->post);
+    bn_cfgtext_add(t, "recorder.kappa_scale=%.17g", r->kscale);
+    bn_events_ckpt_config(r->ev, t);
+}
+
+/* Row lists of every trajectory, one section of counts and one of rows. */
+static bn_status put_rowvecs(bn_ckpt *c, const char *tag_n, const char *tag_v, const rowvec *base,
+                             size_t stride, int64_t S, int width)
+{
+    int64_t *n = malloc((size_t)S * sizeof(int64_t) + 1), total = 0;
+    if (!n) return bn_fail(BN_ERR_NOMEM, "cannot stage the recorder for the checkpoint");
+    for (int64_t j = 0; j < S; j++) {
+        const rowvec *v = (const rowvec *)((const char *)base + (size_t)j * stride);
+        n[j] = v->n;
+        total += v->n;
+    }
+    double *all = malloc((size_t)total * (size_t)width * sizeof(double) + 1);
+    bn_status st = all ? BN_OK : bn_fail(BN_ERR_NOMEM, "cannot stage %lld recorded rows", (long long)total);
+    for (int64_t j = 0, k = 0; !st && j < S; j++) {
+        const rowvec *v = (const rowvec *)((const char *)base + (size_t)j * stride);
+        if (v->n) memcpy(all + (size_t)k * (size_t)width, v->v, (size_t)v->n * (size_t)width * sizeof(double));
+        k += v->n;
+    }
+    if (!st) st = bn_ckpt_put(c, tag_n, n, (size_t)S * sizeof(int64_t));
+    if (!st) st = bn_ckpt_put(c, tag_v, all, (size_t)total * (size_t)width * sizeof(double));
+    free(n);
+    free(all);
+    return st;
+}
+
+static bn_status get_rowvecs(bn_ckpt *c, const char *tag_n, const char *tag_v, rowvec *base, size_t stride,
+                             int64_t S, int width)
+{
+    const void *pn, *pv;
+    size_t bn, bv;
+    BN_TRY(bn_ckpt_get_any(c, tag_n, &pn, &bn));
+    BN_TRY(bn_ckpt_get_any(c, tag_v, &pv, &bv));
+    const int64_t *n = pn;
+    const double *rows = pv;
+    size_t total = 0, have = bv / ((size_t)width * sizeof(double));
+    if (bn != (size_t)S * sizeof(int64_t))
+        return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': section %s has the wrong size", bn_ckpt_path(c), tag_n);
+    for (int64_t j = 0; j < S; j++) {
+        if (n[j] < 0 || (size_t)n[j] > have - total)
+            return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': inconsistent row counts in %s", bn_ckpt_path(c), tag_n);
+        total += (size_t)n[j];
+    }
+    if (total * (size_t)width * sizeof(double) != bv)
+        return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': inconsistent row counts in %s", bn_ckpt_path(c), tag_n);
+    for (int64_t j = 0; j < S; j++) {
+        rowvec *v = (rowvec *)((char *)base + (size_t)j * stride);
+        v->n = 0;
+        for (int64_t i = 0; i < n[j]; i++)
+            if (rv_push(v, rows + (size_t)i * (size_t)width, width))
+                return bn_fail(BN_ERR_NOMEM, "cannot restore the recorded rows");
+        rows += (size_t)n[j] * (size_t)width;
+    }
+    return BN_OK;
+}
+
+bn_status bn_recorder_ckpt_save(const bn_recorder *r, bn_ckpt *c)
+{
+    if (r->finished) return bn_fail(BN_ERR_ARG, "a finished recorder cannot be checkpointed");
+    int64_t head[4] = {r->S, r->nf, r->keep, r->nsh};
+    BN_TRY(bn_ckpt_put(c, "recorder.head", head, sizeof head));
+    if (r->keep) {
+        int64_t S = r->S, cap = r->pre + 1;
+        int64_t *small = malloc((size_t)S * 4 * sizeof(int64_t));
+        double *ring = malloc((size_t)S * (size_t)cap * (size_t)r->nf * sizeof(double));
+        bn_status st = small && ring ? BN_OK : bn_fail(BN_ERR_NOMEM, "cannot stage the recorder for the checkpoint");
+        for (int64_t j = 0; !st && j < S; j++) {
+            const traj_rec *t = &r->tr[j];
+            small[4 * j] = t->ring_n;
+            small[4 * j + 1] = t->ring_head;
+            small[4 * j + 2] = t->full;
+            small[4 * j + 3] = t->post_left;
+            memcpy(ring + (size_t)j * (size_t)cap * (size_t)r->nf, t->ring, (size_t)cap * (size_t)r->nf * sizeof(double));
+        }
+        if (!st) st = bn_ckpt_put(c, "recorder.traj", small, (size_t)S * 4 * sizeof(int64_t));
+        if (!st) st = bn_ckpt_put(c, "recorder.ring", ring, (size_t)S * (size_t)cap * (size_t)r->nf * sizeof(double));
+        free(small);
+        free(ring);
+        BN_TRY(st);
+        BN_TRY(put_rowvecs(c, "recorder.kept_n", "recorder.kept", &r->tr[0].kept, sizeof(traj_rec), S, r->nf));
+        BN_TRY(put_rowvecs(c, "recorder.pending_n", "recorder.pending", &r->tr[0].pending, sizeof(traj_rec), S, r->nf));
+        BN_TRY(bn_ckpt_put(c, "recorder.sh_names", r->sh_names, sizeof r->sh_names));
+        if (r->sh_rows)
+            BN_TRY(put_rowvecs(c, "recorder.sh_n", "recorder.sh", r->sh_rows, sizeof(rowvec), S, r->nsh + 1));
+    }
+    return bn_events_ckpt_save(r->ev, c);
+}
+
+bn_status bn_recorder_ckpt_load(bn_recorder *r, bn_ckpt *c)
+{
+    int64_t head[4];
+    BN_TRY(bn_ckpt_get(c, "recorder.head", head, sizeof head));
+    if (head[0] != r->S || head[1] != r->nf || head[2] != r->keep || head[3] < 0 || head[3] > MAX_SHARP)
+        return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': the recorder's state does not fit this run", bn_ckpt_path(c));
+    if (r->keep) {
+        int64_t S = r->S, cap = r->pre + 1;
+        const void *ps, *pr;
+        size_t bs, br;
+        BN_TRY(bn_ckpt_get_any(c, "recorder.traj", &ps, &bs));
+        BN_TRY(bn_ckpt_get_any(c, "recorder.ring", &pr, &br));
+        if (bs != (size_t)S * 4 * sizeof(int64_t) || br != (size_t)S * (size_t)cap * (size_t)r->nf * sizeof(double))
+            return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': the recorder's history has the wrong size", bn_ckpt_path(c));
+        const int64_t *small = ps;
+        for (int64_t j = 0; j < S; j++) {
+            traj_rec *t = &r->tr[j];
+            t->ring_n = small[4 * j];
+            t->ring_head = small[4 * j + 1];
+            t->full = (int)small[4 * j + 2];
+            t->post_left = small[4 * j + 3];
+            if (t->ring_n < 0 || t->ring_n > cap || t->ring_head < 0 || t->ring_head >= cap)
+                return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': bad recorder history", bn_ckpt_path(c));
+            memcpy(t->ring, (const double *)pr + (size_t)j * (size_t)cap * (size_t)r->nf,
+                   (size_t)cap * (size_t)r->nf * sizeof(double));
+        }
+        BN_TRY(get_rowvecs(c, "recorder.kept_n", "recorder.kept", &r->tr[0].kept, sizeof(traj_rec), S, r->nf));
+        BN_TRY(get_rowvecs(c, "recorder.pending_n", "recorder.pending", &r->tr[0].pending, sizeof(traj_rec), S, r->nf));
+        BN_TRY(bn_ckpt_get(c, "recorder.sh_names", r->sh_names, sizeof r->sh_names));
+        r->nsh = (int)head[3];
+        if (bn_ckpt_next_is(c, "recorder.sh_n")) {
+            if (!r->sh_rows) r->sh_rows = calloc((size_t)S, sizeof *r->sh_rows);
+            if (!r->sh_rows) return bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness records");
+            BN_TRY(get_rowvecs(c, "recorder.sh_n", "recorder.sh", r->sh_rows, sizeof(rowvec), S, r->nsh + 1));
+        }
+    }
+    return bn_events_ckpt_load(r->ev, c);
 }

@@ -3,11 +3,14 @@
  * runs the steps in blocks and turns the backend's per-step statistics into
  * the record arrays of MODEL.md.  It calls BLAS/CUDA only through the backend. */
 #include "backend.h"
+#include "ckpt.h"
+#include "resources.h"
 #include "rng.h"
 #include "sharpness.h"
 #include "sim_setup.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -47,6 +50,14 @@ struct bn_sim {
     int64_t *ddiv;
     int64_t ring_slots;
     bn_sharp_log *sharp; /* sharpness records (issue 3), NULL when off */
+    /* checkpoints (issue 6) */
+    int64_t start_step;          /* first step to run (> 0 after a resume)    */
+    double wall_before;          /* wall time of the runs before a resume     */
+    double *restored_rec;        /* F_COUNT×R×S records from a checkpoint     */
+    bn_sim_ckpt_hook ckpt_hook;
+    void *ckpt_user;
+    int64_t ckpt_every;
+    double t_start;
 };
 
 int bn_sim_n_fields(void) { return F_COUNT; }
@@ -206,6 +217,22 @@ static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
     return be->ops->upload(be, sim->ddiv, sim->diverged, (size_t)S * sizeof(int64_t));
 }
 
+/* Host memory still to come: the record buffers of the run, staging, and on
+ * the CPU backend its "device" buffers (the CUDA backend checks device memory
+ * itself, allocation by allocation). */
+static bn_status check_memory(const bn_sim *sim)
+{
+    double n = (double)sim->n, d = (double)sim->d, S = (double)sim->S, R = (double)sim->R;
+    double rs = (double)bn_real_size(sim->be->precision);
+    double host = 8.0 * ((double)F_COUNT * S * R + 2.0 * n * d + 2.0 * S * d) + (double)BN_RING_BYTES;
+    if (sim->be->kind == BN_BACKEND_CPU)
+        host += rs * (2.0 * n * d + 2.0 * d * S + 2.0 * n * S + 4.0 * S) + (double)BN_RING_BYTES;
+    char what[160];
+    snprintf(what, sizeof what, "a run of %lld trajectories (n=%lld, d=%lld, %lld records)", (long long)sim->S,
+             (long long)sim->n, (long long)sim->d, (long long)sim->R);
+    return bn_check_host_memory(host, what);
+}
+
 static bn_status alloc_host(bn_sim *sim)
 {
     int64_t S = sim->S, d = sim->d;
@@ -265,6 +292,7 @@ bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim *
     }
     if (st == BN_OK) st = bn_setup_check_w0(xc, n, d, sim->w0, sim->S);
     if (st == BN_OK) st = bn_backend_open(cfg->backend, cfg->precision, cfg->threads, cfg->device, &sim->be);
+    if (st == BN_OK) st = check_memory(sim);
     if (st == BN_OK) st = upload_problem(sim, xc, bn_dataset_y(ds), uhat, ehat);
     if (st == BN_OK && cfg->sharpness_every > 0)
         st = bn_sharp_log_create(sim->be, cfg, n, d, sim->dXc, sim->dy, sim->eta_w, sim->eta_gamma,
@@ -359,6 +387,20 @@ static int64_t block_end(int64_t t0, int64_t T, int64_t K, int64_t slots, int64_
     return t;
 }
 
+/* w_final, gamma_final and the divergence steps from the backend: the end of
+ * the run, or where it stopped. */
+static bn_status download_final(bn_sim *sim)
+{
+    bn_backend *be = sim->be;
+    /* W's d×S column-major layout is w_final's S×d row-major. */
+    BN_TRY(download_real(be, sim->w_final, sim->dW, (size_t)sim->S * (size_t)sim->d));
+    BN_TRY(download_real(be, sim->gamma_final, sim->dgamma, (size_t)sim->S));
+    BN_TRY(be->ops->download(be, sim->diverged, sim->ddiv, (size_t)sim->S * sizeof(int64_t)));
+    BN_TRY(be->ops->synchronize(be));
+    sim->wall = sim->wall_before + now_seconds() - sim->t_start;
+    return BN_OK;
+}
+
 bn_status bn_sim_run(bn_sim *sim, bn_progress_fn progress, void *user)
 {
     return bn_sim_run_observed(sim, progress, user, NULL, NULL);
@@ -390,12 +432,16 @@ static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
     if (max_steps > BN_BLOCK_MAX_STEPS) max_steps = BN_BLOCK_MAX_STEPS;
     if (max_steps < 1) max_steps = 1;
 
-    double t_start = now_seconds();
-    int64_t t0 = 0;
+    sim->t_start = now_seconds();
+    int64_t t0 = sim->start_step;
     while (t0 <= T) {
         int64_t slot0 = -1;
         for (int64_t t = t0; t <= T && slot0 < 0; t++) slot0 = bn_record_slot(t, T, K);
         int64_t t1 = block_end(t0, T, K, sim->ring_slots, max_steps);
+        if (sim->ckpt_hook && sim->ckpt_every > 0) {
+            int64_t next = (t0 / sim->ckpt_every + 1) * sim->ckpt_every;
+            if (t1 > next) t1 = next;
+        }
         if (sim->sharp) {
             /* Sharpness at the state of step t0, before its update; blocks end
              * right before the next sharpness step. */
@@ -410,18 +456,18 @@ static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
         for (int64_t t = t0; t < t1; t++) count += bn_record_slot(t, T, K) >= 0;
         if (count) BN_TRY(collect_records(sim, slot0, count, t0, K, observer, obs_user));
         t0 = t1;
-        if (progress && progress(user, t0 > T ? T : t0, T)) {
-            sim->wall = now_seconds() - t_start;
+        sim->start_step = t0;
+        int stop = progress && progress(user, t0 > T ? T : t0, T);
+        if (stop && t0 <= T) {
+            /* A consistent point: state of step t0, every earlier step observed. */
+            if (sim->ckpt_hook) BN_TRY(sim->ckpt_hook(sim->ckpt_user, sim, t0, 1));
+            BN_TRY(download_final(sim));
             return bn_fail(BN_ERR_INTERRUPTED, "stopped at step %lld of %lld", (long long)t0, (long long)T);
         }
+        if (sim->ckpt_hook && sim->ckpt_every > 0 && t0 <= T && t0 % sim->ckpt_every == 0)
+            BN_TRY(sim->ckpt_hook(sim->ckpt_user, sim, t0, 0));
     }
-    /* Final state: W's d×S column-major layout is w_final's S×d row-major. */
-    BN_TRY(download_real(be, sim->w_final, sim->dW, (size_t)sim->S * (size_t)sim->d));
-    BN_TRY(download_real(be, sim->gamma_final, sim->dgamma, (size_t)sim->S));
-    BN_TRY(be->ops->download(be, sim->diverged, sim->ddiv, (size_t)sim->S * sizeof(int64_t)));
-    BN_TRY(be->ops->synchronize(be));
-    sim->wall = now_seconds() - t_start;
-    return BN_OK;
+    return download_final(sim);
 }
 
 /* Records are collected record-major (a record's S values are written
@@ -443,7 +489,10 @@ bn_status bn_sim_run_observed(bn_sim *sim, bn_progress_fn progress, void *user,
             return bn_fail(BN_ERR_NOMEM, "cannot allocate the record buffers (%zu values)", sr * F_COUNT);
         }
         for (size_t i = 0; i < sr; i++) sim->rec_by_slot[f][i] = NAN;
+        if (sim->restored_rec) memcpy(sim->rec_by_slot[f], sim->restored_rec + (size_t)f * sr, sr * sizeof(double));
     }
+    free(sim->restored_rec);
+    sim->restored_rec = NULL;
     bn_status st = run_blocks(sim, progress, user, observer, obs_user);
     for (int f = 0; f < F_COUNT; f++) {
         for (int64_t r = 0; r < sim->R; r++)
@@ -468,6 +517,7 @@ void bn_sim_free(bn_sim *sim)
         bn_backend_close(sim->be);
     }
     for (int f = 0; f < F_COUNT; f++) free(sim->rec[f]);
+    free(sim->restored_rec);
     free(sim->eta_w);
     free(sim->eta_gamma);
     free(sim->gamma0);
@@ -505,6 +555,7 @@ bn_backend_kind bn_sim_backend(const bn_sim *sim) { return sim->be->kind; }
 const char *bn_sim_backend_desc(const bn_sim *sim) { return sim->be->desc; }
 int bn_sim_threads(const bn_sim *sim) { return sim->be->threads; }
 double bn_sim_wall_seconds(const bn_sim *sim) { return sim->wall; }
+int64_t bn_sim_next_step(const bn_sim *sim) { return sim->start_step; }
 
 int bn_sim_n_sharpness_arrays(const bn_sim *sim) { return bn_sharp_log_n_arrays(sim->sharp); }
 bn_status bn_sim_sharpness_array(const bn_sim *sim, int i, bn_sim_array *out)
@@ -520,3 +571,105 @@ bn_status bn_sim_sharpness_find(const bn_sim *sim, const char *name, bn_sim_arra
                    sim->sharp ? "" : " (sharpness is off: set sharpness_every)");
 }
 void bn_sim_sharpness_info(const bn_sim *sim, bn_sharpness_info *info) { bn_sharp_log_info(sim->sharp, info); }
+
+/* ------------------------------------------------------------ checkpoints */
+
+void bn_sim_set_ckpt_hook(bn_sim *sim, int64_t every, bn_sim_ckpt_hook hook, void *user)
+{
+    sim->ckpt_every = every;
+    sim->ckpt_hook = hook;
+    sim->ckpt_user = user;
+}
+
+void bn_sim_ckpt_config(const bn_sim *sim, bn_cfgtext *t)
+{
+    const bn_run_config *c = &sim->cfg;
+    int64_t S = sim->S;
+    bn_cfgtext_add(t, "bnspike=%s", BN_VERSION);
+    bn_cfgtext_add(t, "n=%lld", (long long)sim->n);
+    bn_cfgtext_add(t, "d=%lld", (long long)sim->d);
+    bn_cfgtext_add(t, "loss=%s", bn_loss_name(c->loss));
+    bn_cfgtext_add(t, "precision=%s", bn_precision_name(c->precision));
+    /* Bitwise continuation needs the same arithmetic: backend and threads. */
+    bn_cfgtext_add(t, "backend=%s", bn_backend_name(sim->be->kind));
+    bn_cfgtext_add(t, "threads=%d", sim->be->threads);
+    bn_cfgtext_add(t, "steps=%lld", (long long)c->steps);
+    bn_cfgtext_add(t, "every=%lld", (long long)c->every);
+    bn_cfgtext_add(t, "seeds=%lld", (long long)S);
+    bn_cfgtext_add(t, "seed=%llu", (unsigned long long)c->seed);
+    bn_cfgtext_array(t, "eta_w", sim->eta_w, (size_t)S, sizeof(double));
+    bn_cfgtext_array(t, "eta_gamma", sim->eta_gamma, (size_t)S, sizeof(double));
+    bn_cfgtext_array(t, "gamma0", sim->gamma0, (size_t)S, sizeof(double));
+    bn_cfgtext_array(t, "w0", sim->w0, (size_t)S * (size_t)sim->d, sizeof(double));
+    bn_cfgtext_array(t, "w_ref", sim->w_ref, (size_t)sim->d, sizeof(double));
+    bn_cfgtext_add(t, "skip_reference=%d", c->skip_reference);
+    bn_cfgtext_add(t, "sharpness_every=%lld", (long long)c->sharpness_every);
+    if (c->sharpness_every > 0) {
+        bn_cfgtext_add(t, "sharpness_method=%d", c->sharpness_method);
+        bn_cfgtext_add(t, "sharpness_tol=%.17g", c->sharpness_tol);
+        bn_cfgtext_add(t, "sharpness_maxiter=%lld", (long long)c->sharpness_maxiter);
+        bn_cfgtext_add(t, "sharpness_sphere_plain=%d", c->sharpness_sphere_plain);
+        bn_cfgtext_add(t, "eigs=%lld", (long long)c->eigs);
+        bn_cfgtext_add(t, "eigs_operator=%d", c->eigs_operator);
+        bn_cfgtext_add(t, "eigs_maxiter=%lld", (long long)c->eigs_maxiter);
+    }
+}
+
+bn_status bn_sim_ckpt_save(bn_sim *sim, bn_ckpt *c)
+{
+    bn_backend *be = sim->be;
+    size_t rs = bn_real_size(be->precision), dS = (size_t)sim->d * (size_t)sim->S, S = (size_t)sim->S;
+    size_t sr = S * (size_t)sim->R;
+    if (!sim->rec_by_slot[0]) return bn_fail(BN_ERR_ARG, "the sim can be checkpointed only while it runs");
+    /* (W, γ) in the backend's own precision: the continuation sees the same bits. */
+    unsigned char *buf = malloc(dS * rs + 1);
+    if (!buf) return bn_fail(BN_ERR_NOMEM, "cannot stage %zu bytes of state for the checkpoint", dS * rs);
+    bn_status st = bn_ckpt_put_i64(c, "sim.step", sim->start_step);
+    if (!st) st = be->ops->download(be, buf, sim->dW, dS * rs);
+    if (!st) st = be->ops->synchronize(be);
+    if (!st) st = bn_ckpt_put(c, "sim.W", buf, dS * rs);
+    if (!st) st = be->ops->download(be, buf, sim->dgamma, S * rs);
+    if (!st) st = be->ops->synchronize(be);
+    if (!st) st = bn_ckpt_put(c, "sim.gamma", buf, S * rs);
+    if (!st) st = be->ops->download(be, sim->diverged, sim->ddiv, S * sizeof(int64_t));
+    if (!st) st = be->ops->synchronize(be);
+    if (!st) st = bn_ckpt_put(c, "sim.diverged", sim->diverged, S * sizeof(int64_t));
+    free(buf);
+    BN_TRY(st);
+    for (int f = 0; f < F_COUNT; f++) BN_TRY(bn_ckpt_put(c, "sim.records", sim->rec_by_slot[f], sr * sizeof(double)));
+    double wall = sim->wall_before + now_seconds() - sim->t_start;
+    BN_TRY(bn_ckpt_put(c, "sim.wall", &wall, sizeof wall));
+    if (sim->sharp) return bn_fail(BN_ERR_ARG, "checkpoints of runs with sharpness records are not supported yet");
+    return BN_OK;
+}
+
+bn_status bn_sim_ckpt_load(bn_sim *sim, bn_ckpt *c)
+{
+    if (sim->ran) return bn_fail(BN_ERR_ARG, "a checkpoint must be loaded before the sim runs");
+    bn_backend *be = sim->be;
+    size_t rs = bn_real_size(be->precision), dS = (size_t)sim->d * (size_t)sim->S, S = (size_t)sim->S;
+    size_t sr = S * (size_t)sim->R;
+    int64_t step;
+    BN_TRY(bn_ckpt_get_i64(c, "sim.step", &step));
+    if (step < 0 || step > sim->cfg.steps + 1)
+        return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': step %lld is outside this run", bn_ckpt_path(c), (long long)step);
+    const void *p;
+    size_t bytes;
+    BN_TRY(bn_ckpt_get_any(c, "sim.W", &p, &bytes));
+    if (bytes != dS * rs) return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': W has the wrong size", bn_ckpt_path(c));
+    BN_TRY(be->ops->upload(be, sim->dW, p, bytes));
+    BN_TRY(bn_ckpt_get_any(c, "sim.gamma", &p, &bytes));
+    if (bytes != S * rs) return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': gamma has the wrong size", bn_ckpt_path(c));
+    BN_TRY(be->ops->upload(be, sim->dgamma, p, bytes));
+    BN_TRY(bn_ckpt_get(c, "sim.diverged", sim->diverged, S * sizeof(int64_t)));
+    BN_TRY(be->ops->upload(be, sim->ddiv, sim->diverged, S * sizeof(int64_t)));
+    free(sim->restored_rec);
+    sim->restored_rec = malloc((size_t)F_COUNT * sr * sizeof(double) + 1);
+    if (!sim->restored_rec) return bn_fail(BN_ERR_NOMEM, "cannot allocate the restored records");
+    for (int f = 0; f < F_COUNT; f++)
+        BN_TRY(bn_ckpt_get(c, "sim.records", sim->restored_rec + (size_t)f * sr, sr * sizeof(double)));
+    BN_TRY(bn_ckpt_get(c, "sim.wall", &sim->wall_before, sizeof sim->wall_before));
+    BN_TRY(be->ops->synchronize(be));
+    sim->start_step = step;
+    return BN_OK;
+}

@@ -23,8 +23,16 @@ typedef struct {
     int64_t seeds;
 } cli_progress;
 void cli_progress_init(cli_progress *p, int quiet, int64_t seeds);
+/* Also returns non-zero once SIGINT/SIGTERM arrived (even when quiet). */
 int cli_progress_cb(void *user, int64_t step, int64_t steps);
 void cli_progress_done(cli_progress *p);
+
+/* SIGINT/SIGTERM ask a running command to stop at the next step boundary
+ * (signals.c); the signal number that arrived (0: none), and the exit code
+ * 128 + signal (130 for SIGINT, 143 for SIGTERM). */
+void cli_signals_install(void);
+int cli_stop_signal(void);
+int cli_signal_exit_code(void);
 
 /* The whole command line (main() calls it). */
 int bnspike_main(int argc, char **argv);

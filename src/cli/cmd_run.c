@@ -166,6 +166,17 @@ static void print_summary(const bn_sim *sim, const bn_recorder *rec, int64_t ste
     printf("%lld of %lld trajectories spiked\n", (long long)spiked, (long long)S);
 }
 
+/* Disk for trajectories.npz and a checkpoint (replaced atomically, so twice)
+ * on the regular schedule; spike windows add to it. */
+static double run_output_bytes(const cli_opts *o, int64_t d)
+{
+    double S = (double)o->cfg.seeds, R = (double)(o->cfg.steps / o->cfg.every + 2);
+    double rows = S * R * (double)bn_sim_n_fields() * 8.0;
+    double ring = S * (double)(o->ev.window_pre + 1) * (double)bn_sim_n_fields() * 8.0;
+    double state = S * (double)d * 8.0;
+    return 3.0 * (rows + 2.0 * state) + 2.0 * ring + (1 << 20);
+}
+
 /* Runs a parsed request end to end; shared by `run` and `demo`.  With show,
  * prints title (when given), the spike table and the files written. */
 static int execute(cli_run *run, const char *title, int show)
@@ -175,9 +186,13 @@ static int execute(cli_run *run, const char *title, int show)
     bn_array w0 = {0}, ref = {0};
     bn_sim *sim = NULL;
     bn_recorder *rec = NULL;
+    char ckpt[4200];
+    int rc = cli_resume_setup("run", o, ckpt, sizeof ckpt);
+    if (rc) return rc;
     bn_status st = cli_load_dataset(o, &ds);
     if (st) return cli_report("data", st);
-    int rc = cli_load_vectors(o, bn_dataset_d(ds), &w0, &ref);
+    rc = cli_load_vectors(o, bn_dataset_d(ds), &w0, &ref);
+    if (!rc) rc = cli_prepare_output(o->out_dir, run_output_bytes(o, bn_dataset_d(ds)), "the outputs and checkpoints");
     if (!rc) {
         bn_run_config simcfg = o->cfg;
         simcfg.every = simcfg.steps; /* the recorder keeps the records; the sim only t = 0 and T */
@@ -194,11 +209,30 @@ static int execute(cli_run *run, const char *title, int show)
                     bn_sim_backend_desc(sim));
         cli_progress prog;
         cli_progress_init(&prog, o->quiet, o->cfg.seeds);
-        st = bn_recorder_run(rec, sim, cli_progress_cb, &prog);
+        bn_checkpoint_config ck = {.path = ckpt, .every = o->ckpt_every, .resume = o->resume ? ckpt : NULL,
+                                   .extra = "command=run"};
+        char resume_from[4200];
+        if (o->resume) {
+            /* Read from DIR, write to the output folder (usually the same). */
+            cli_checkpoint_path(o->resume, resume_from, sizeof resume_from);
+            ck.resume = resume_from;
+        }
+        st = bn_recorder_run_checkpointed(rec, sim, ds, cli_progress_cb, &prog, &ck);
         cli_progress_done(&prog);
-        if (st) rc = cli_report("run", st);
+        run->resumed_step = ck.resumed_step;
+        if (o->resume && !o->quiet && !st)
+            fprintf(stderr, "bnspike: resumed from step %lld of %s\n", (long long)ck.resumed_step, ck.resume);
+        if (st == BN_ERR_INTERRUPTED && cli_stop_signal()) {
+            run->partial = 1;
+            run->stopped_step = bn_sim_next_step(sim);
+        } else if (st) rc = cli_report("run", st);
     }
     if (!rc) rc = cli_write_outputs(run, ds, sim, rec);
+    if (!rc && run->partial) {
+        fprintf(stderr, "bnspike: stopped at step %lld: wrote the partial outputs and %s; continue with the same "
+                        "command plus --resume %s\n", (long long)run->stopped_step, ckpt, o->out_dir);
+        rc = cli_signal_exit_code();
+    } else if (!rc) cli_checkpoint_remove(ckpt);
     if (!rc && show) {
         if (title) puts(title);
         print_summary(sim, rec, o->cfg.steps, 10);
@@ -214,6 +248,7 @@ static int execute(cli_run *run, const char *title, int show)
 
 static void init_run(cli_run *run, int argc, char **argv, const char *out_dir)
 {
+    memset(run, 0, sizeof *run);
     cli_opts_init(&run->o, out_dir);
     run->argc = argc;
     run->argv = argv;
@@ -226,6 +261,7 @@ int cmd_run(int argc, char **argv)
     int rc = parse_run(argc, argv, &run.o);
     if (rc) return rc < 0 ? 0 : rc;
     if (cli_parse_only) return 0;
+    cli_signals_install();
     return execute(&run, NULL, !run.o.quiet);
 }
 

@@ -74,6 +74,8 @@ static int parse_theory(int argc, char **argv, theory_req *r)
                                bn_loss_name(r->o.cfg.loss));
     if (r->o.ref && strcmp(r->o.ref, "none") == 0)
         return cli_usage_error("theory", "--ref none leaves no direction to measure alpha and beta against");
+    if (r->o.ckpt_every || r->o.resume)
+        return cli_usage_error("theory", "--checkpoint-every and --resume are for run and sweep (theory runs in seconds)");
     return cli_check_data("theory", &r->o);
 }
 

@@ -45,7 +45,15 @@ const char cli_data_help[] =
     "  --backend auto|cpu|cuda  (auto: CUDA when a device is present)\n"
     "  --device N               CUDA device ordinal (0)\n"
     "  --threads N              CPU threads (all cores)\n"
-    "  --quiet                  no progress line\n";
+    "  --quiet                  no progress line\n"
+    "long runs (run, sweep):\n"
+    "  --checkpoint-every N     write OUT/checkpoint.bnck every N steps (atomically);\n"
+    "                           SIGINT/SIGTERM always write one, plus partial outputs\n"
+    "                           marked \"partial\" in run.json, and exit 130/143\n"
+    "  --resume DIR             continue the stopped or killed run whose outputs are\n"
+    "                           in DIR (the same command line plus --resume DIR); the\n"
+    "                           result is bitwise that of an uninterrupted run.  A\n"
+    "                           checkpoint of another configuration or data is refused\n";
 
 const char cli_events_help[] =
     "spike events (computed on every step; r_t = |rho_t|, u = unit roundoff:\n"
@@ -106,6 +114,8 @@ static const struct option common_options[] = {
     {"event-rho", required_argument, 0, CO_EVENT_RHO},
     {"window-pre", required_argument, 0, CO_WINDOW_PRE},
     {"window-post", required_argument, 0, CO_WINDOW_POST},
+    {"checkpoint-every", required_argument, 0, CO_CKPT_EVERY},
+    {"resume", required_argument, 0, CO_RESUME},
 };
 
 void cli_opts_init(cli_opts *o, const char *default_out)
@@ -197,7 +207,12 @@ int cli_common_option(const char *cmd, int opt, const char *arg, cli_opts *o)
         c->threads = (int)v;
         break;
     case CO_NO_PROJECT: c->project_w0 = 0; break;
-    case CO_OUT: o->out_dir = arg; break;
+    case CO_OUT:
+        o->out_dir = arg;
+        o->out_given = 1;
+        break;
+    case CO_CKPT_EVERY: return cli_num_i64(cmd, "--checkpoint-every", arg, 1, &o->ckpt_every);
+    case CO_RESUME: o->resume = arg; break;
     case CO_QUIET: o->quiet = 1; break;
     case CO_MIN_RISE:
         rc = cli_num_double(cmd, "--min-rise", arg, &o->ev.min_rise);

@@ -15,7 +15,7 @@ enum {
     CO_X = 1000, CO_Y, CO_CSV, CO_DATA, CO_LOSS, CO_ETA_W, CO_ETA_G, CO_GAMMA0, CO_STEPS, CO_SEEDS,
     CO_SEED, CO_W0_SCALE, CO_W0_ALIGN, CO_W0_NOISE, CO_W0, CO_NO_PROJECT, CO_REF, CO_PREC,
     CO_BACKEND, CO_DEVICE, CO_THREADS, CO_EVERY, CO_OUT, CO_QUIET, CO_MIN_RISE, CO_END_FACTOR,
-    CO_FLOOR_FACTOR, CO_EVENT_RHO, CO_WINDOW_PRE, CO_WINDOW_POST, CO_END
+    CO_FLOOR_FACTOR, CO_EVENT_RHO, CO_WINDOW_PRE, CO_WINDOW_POST, CO_CKPT_EVERY, CO_RESUME, CO_END
 };
 
 typedef struct {
@@ -24,7 +24,10 @@ typedef struct {
     const char *x, *y, *csv, *data, *w0, *ref;
     int seeds_given, every_given;
     const char *out_dir;
+    int out_given;
     int quiet;
+    int64_t ckpt_every;  /* --checkpoint-every N (0: only when stopped by a signal) */
+    const char *resume;  /* --resume DIR                                          */
     char data_desc[1200];
 } cli_opts;
 
@@ -78,7 +81,22 @@ typedef struct {
     cli_opts o;
     int argc;
     char **argv;
+    int partial;          /* stopped by a signal: the outputs cover steps so far */
+    int64_t stopped_step, resumed_step;
 } cli_run;
+
+/* Checkpoints and resource checks shared by run and sweep (checkpoint.c). */
+/* DIR/checkpoint.bnck */
+void cli_checkpoint_path(const char *dir, char *buf, size_t cap);
+/* With --resume DIR: the output folder defaults to DIR and the checkpoint must
+ * exist there.  Returns 0 or an exit code (message printed). */
+int cli_resume_setup(const char *cmd, cli_opts *o, char *ckpt_path, size_t cap);
+/* Creates the output folder, checks that it is writable and that its file
+ * system has room for about `bytes` of outputs (plus checkpoints); 0 or an
+ * exit code (message printed, nothing written). */
+int cli_prepare_output(const char *dir, double bytes, const char *what);
+/* Removes a finished run's checkpoint (its outputs are complete). */
+void cli_checkpoint_remove(const char *path);
 
 /* Writes trajectories.npz (the recorder's adaptive records and events, the
  * sim's final state) and run.json into o.out_dir (created if needed), each

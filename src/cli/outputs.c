@@ -156,7 +156,9 @@ static bn_status write_json(const char *path, const cli_run *run, const bn_datas
     json_int(&j, "spikes", spikes);
     json_int(&j, "diverged_trajectories", ndiv);
     json_number(&j, "wall_seconds", bn_sim_wall_seconds(sim));
-    json_bool(&j, "partial", 0);
+    json_bool(&j, "partial", run->partial);
+    if (run->partial) json_int(&j, "stopped_at_step", run->stopped_step);
+    if (run->o.resume) json_int(&j, "resumed_at_step", run->resumed_step);
     json_end_object(&j);
     bn_status st = j.failed ? BN_ERR_NOMEM : bn_write_file_atomic(path, j.buf, j.len);
     json_free(&j);

@@ -31,6 +31,11 @@ static void fmt_eta(char *buf, size_t len, double s)
 int cli_progress_cb(void *user, int64_t step, int64_t steps)
 {
     cli_progress *p = user;
+    if (cli_stop_signal()) {
+        if (p->enabled) fprintf(stderr, "%sbnspike: stopping at step %lld of %lld (signal %d)\n", p->tty ? "\n" : "",
+                                (long long)step, (long long)steps, cli_stop_signal());
+        return 1;
+    }
     if (!p->enabled) return 0;
     double t = now();
     double min_gap = p->tty ? 0.1 : 5.0;

@@ -1,0 +1,102 @@
+/* The command line's side of long runs: where checkpoints live, resuming, and
+ * the checks made before a run touches its output folder (writable, room on
+ * the file system).  The library does the checkpointing itself. */
+#include "common.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+void cli_checkpoint_path(const char *dir, char *buf, size_t cap) { snprintf(buf, cap, "%s/checkpoint.bnck", dir); }
+
+int cli_resume_setup(const char *cmd, cli_opts *o, char *ckpt_path, size_t cap)
+{
+    if (!o->resume) {
+        cli_checkpoint_path(o->out_dir, ckpt_path, cap);
+        return 0;
+    }
+    if (!o->out_given) o->out_dir = o->resume;
+    cli_checkpoint_path(o->resume, ckpt_path, cap);
+    struct stat sb;
+    if (stat(ckpt_path, &sb) != 0) {
+        fprintf(stderr, "bnspike %s: --resume %s: no checkpoint there (%s): the run finished, or never "
+                        "wrote one (see --checkpoint-every)\n", cmd, o->resume, strerror(errno));
+        return EXIT_RUN_FAILED;
+    }
+    if (strcmp(o->out_dir, o->resume) != 0) cli_checkpoint_path(o->out_dir, ckpt_path, cap);
+    return 0;
+}
+
+static void human(double b, char *buf, size_t cap)
+{
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int k = 0;
+    while (b >= 1024 && k < 4) {
+        b /= 1024;
+        k++;
+    }
+    snprintf(buf, cap, "%.1f %s", b, u[k]);
+}
+
+/* A process killed while writing leaves its temp file (the target itself is
+ * intact, see bn_write_file_atomic); the next run into the folder removes them. */
+static void remove_stale_temps(const char *dir)
+{
+    static const char *const outputs[] = {"checkpoint.bnck", "trajectories.npz", "run.json", "summary.csv",
+                                          "summary.json", "events.csv", "theory-events.csv"};
+    DIR *dp = opendir(dir);
+    if (!dp) return;
+    struct dirent *e;
+    while ((e = readdir(dp)) != NULL)
+        for (size_t k = 0; k < sizeof outputs / sizeof outputs[0]; k++) {
+            size_t len = strlen(outputs[k]);
+            if (strncmp(e->d_name, outputs[k], len) == 0 && strncmp(e->d_name + len, ".tmp.", 5) == 0 &&
+                strlen(e->d_name + len + 5) == 6) {
+                char path[4400];
+                snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+                unlink(path);
+            }
+        }
+    closedir(dp);
+}
+
+int cli_prepare_output(const char *dir, double bytes, const char *what)
+{
+    int rc = cli_make_dirs(dir);
+    if (rc) return rc;
+    remove_stale_temps(dir);
+    /* A probe file tells more than access(2): read-only mounts, quotas, root. */
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.bnspike-probe.XXXXXX", dir);
+    int fd = mkstemp(probe);
+    if (fd < 0) {
+        fprintf(stderr, "bnspike: cannot write to output folder %s: %s\n", dir, strerror(errno));
+        return EXIT_RUN_FAILED;
+    }
+    close(fd);
+    unlink(probe);
+    struct statvfs vf;
+    if (statvfs(dir, &vf) == 0) {
+        double avail = (double)vf.f_bavail * (double)vf.f_frsize;
+        if (bytes > avail) {
+            char need[32], have[32];
+            human(bytes, need, sizeof need);
+            human(avail, have, sizeof have);
+            fprintf(stderr, "bnspike: not enough disk space in %s for %s: about %s needed, %s free\n", dir,
+                    what, need, have);
+            return EXIT_RUN_FAILED;
+        }
+    }
+    return 0;
+}
+
+void cli_checkpoint_remove(const char *path)
+{
+    if (unlink(path) != 0 && errno != ENOENT)
+        fprintf(stderr, "bnspike: warning: cannot remove the finished run's checkpoint %s: %s\n", path,
+                strerror(errno));
+}
