@@ -513,13 +513,19 @@ typedef struct {
     int64_t batch;                          /* columns per batch (0 = auto)      */
     int theory;                             /* iterate the map (square loss)     */
     bn_recorder_config rec;                 /* every, keep, event params         */
+    /* Checkpoints (NULL: none): written after every batch, every `every` steps
+     * inside one, and when stopped; a resumed sweep skips finished batches. */
+    bn_checkpoint_config *checkpoint;
 } bn_sweep_spec;
 
 typedef struct bn_sweep bn_sweep;
 /* Progress over the whole sweep: done / total steps×batches (sum of batch
  * steps); non-zero stops it. */
 typedef int (*bn_sweep_progress_fn)(void *user, int64_t done, int64_t total, int64_t batch_cols);
-/* base: everything but the per-trajectory settings (base->w0 must be NULL). */
+/* base: everything but the per-trajectory settings (base->w0 must be NULL).
+ * When the progress callback stops the sweep, it returns BN_ERR_INTERRUPTED
+ * and still fills *out with the partial sweep (trajectories seen up to the
+ * stop; bn_sweep_trajectories_done), which the caller frees. */
 bn_status bn_sweep_run(const bn_dataset *ds, const bn_run_config *base, const bn_sweep_spec *spec,
                        bn_sweep_progress_fn progress, void *user, bn_sweep **out);
 void bn_sweep_free(bn_sweep *sw);
@@ -539,6 +545,8 @@ const int64_t *bn_sweep_diverged_step(const bn_sweep *sw);    /* count (sim's) *
 const double *bn_sweep_alpha0_sigma(const bn_sweep *sw);
 const double *bn_sweep_beta0_sigma(const bn_sweep *sw);
 int64_t bn_sweep_batches(const bn_sweep *sw);
+/* Trajectories whose every step ran (all of them unless the sweep was stopped). */
+int64_t bn_sweep_trajectories_done(const bn_sweep *sw);
 int64_t bn_sweep_batch_size(const bn_sweep *sw);
 const char *bn_sweep_backend_desc(const bn_sweep *sw);
 bn_backend_kind bn_sweep_backend(const bn_sweep *sw);

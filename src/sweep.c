@@ -10,6 +10,7 @@
  * sweep trajectory equals `bnspike run --seed <id>` with the same settings;
  * the sim then projects it on the row space of Xc as usual.  The reference
  * direction is computed once and handed to every batch. */
+#include "ckpt.h"
 #include "recorder.h"
 #include "rng.h"
 
@@ -32,10 +33,14 @@ struct bn_sweep {
     bn_backend_kind backend;
     int threads;
     double wall;
+    int64_t done;        /* trajectories finished (batches before the current one) */
 };
 
 typedef struct {
     bn_sweep *sw;
+    const bn_sweep_spec *spec;
+    const char *config;   /* checkpoint configuration text */
+    uint64_t checksum;
     int64_t j0, batch_index, steps, total;
     int64_t cols;
     int alpha_f, beta_f;
@@ -122,6 +127,121 @@ static int64_t auto_batch(int64_t count, int64_t n, int64_t d)
     return b < count ? b : count;
 }
 
+/* ------------------------------------------------------------ checkpoints */
+
+static void sweep_config(const bn_sweep *sw, const bn_run_config *base, const bn_sweep_spec *spec,
+                         const char *extra, bn_cfgtext *t)
+{
+    int64_t n = sw->count;
+    bn_cfgtext_add(t, "kind=sweep");
+    bn_cfgtext_add(t, "bnspike=%s", BN_VERSION);
+    bn_cfgtext_add(t, "d=%lld", (long long)sw->d);
+    bn_cfgtext_add(t, "loss=%s", bn_loss_name(base->loss));
+    bn_cfgtext_add(t, "precision=%s", bn_precision_name(base->precision));
+    bn_cfgtext_add(t, "backend=%s", bn_backend_name(base->backend));
+    bn_cfgtext_add(t, "threads=%d", base->threads);
+    bn_cfgtext_add(t, "steps=%lld", (long long)base->steps);
+    bn_cfgtext_add(t, "seed=%llu", (unsigned long long)base->seed);
+    bn_cfgtext_add(t, "trajectories=%lld", (long long)n);
+    bn_cfgtext_add(t, "batch=%lld", (long long)sw->batch);
+    bn_cfgtext_add(t, "eta_w=%.17g", base->eta_w);
+    bn_cfgtext_add(t, "eta_gamma=%.17g", base->eta_gamma);
+    bn_cfgtext_add(t, "gamma0=%.17g", base->gamma0);
+    bn_cfgtext_add(t, "w0_scale=%.17g", base->w0_scale);
+    bn_cfgtext_array(t, "eta_w_per", spec->eta_w, (size_t)n, sizeof(double));
+    bn_cfgtext_array(t, "eta_gamma_per", spec->eta_gamma, (size_t)n, sizeof(double));
+    bn_cfgtext_array(t, "gamma0_per", spec->gamma0, (size_t)n, sizeof(double));
+    bn_cfgtext_array(t, "w0_scale_per", spec->w0_scale, (size_t)n, sizeof(double));
+    bn_cfgtext_array(t, "seed_id", spec->seed_id, (size_t)n, sizeof(uint64_t));
+    bn_cfgtext_add(t, "w0_align=%.17g", base->w0_align);
+    bn_cfgtext_add(t, "w0_noise=%.17g", base->w0_noise);
+    bn_cfgtext_add(t, "project_w0=%d", base->project_w0);
+    bn_cfgtext_add(t, "skip_reference=%d", base->skip_reference);
+    bn_cfgtext_array(t, "w_ref", sw->w_ref, (size_t)sw->d, sizeof(double));
+    bn_cfgtext_add(t, "theory=%d", sw->theory != NULL);
+    bn_cfgtext_add(t, "sharpness_every=%lld", (long long)base->sharpness_every);
+    if (base->sharpness_every > 0) {
+        bn_cfgtext_add(t, "sharpness_method=%d", base->sharpness_method);
+        bn_cfgtext_add(t, "sharpness_tol=%.17g", base->sharpness_tol);
+        bn_cfgtext_add(t, "sharpness_maxiter=%lld", (long long)base->sharpness_maxiter);
+        bn_cfgtext_add(t, "sharpness_sphere_plain=%d", base->sharpness_sphere_plain);
+        bn_cfgtext_add(t, "eigs=%lld", (long long)base->eigs);
+        bn_cfgtext_add(t, "eigs_operator=%d", base->eigs_operator);
+        bn_cfgtext_add(t, "eigs_maxiter=%lld", (long long)base->eigs_maxiter);
+    }
+    bn_recorder_ckpt_config(sw->rec, t);
+    if (extra && *extra) {
+        size_t k = strlen(extra);
+        bn_cfgtext_add(t, "%.*s", (int)(extra[k - 1] == '\n' ? k - 1 : k), extra);
+    }
+}
+
+/* The per-trajectory arrays of the sweep (count each; w0, w_final count×d). */
+static bn_status sweep_arrays_io(bn_sweep *sw, bn_ckpt *c, int load)
+{
+    size_t n = (size_t)sw->count, nd = n * (size_t)sw->d;
+    struct { const char *tag; void *p; size_t bytes; } a[] = {
+        {"sweep.w0", sw->w0, nd * sizeof(double)},
+        {"sweep.w_final", sw->w_final, nd * sizeof(double)},
+        {"sweep.gamma_final", sw->gamma_final, n * sizeof(double)},
+        {"sweep.alpha0", sw->alpha0, n * sizeof(double)},
+        {"sweep.beta0", sw->beta0, n * sizeof(double)},
+        {"sweep.diverged", sw->diverged, n * sizeof(int64_t)},
+        {"sweep.backend", sw->backend_desc, sizeof sw->backend_desc},
+    };
+    for (size_t k = 0; k < sizeof a / sizeof a[0]; k++)
+        BN_TRY(load ? bn_ckpt_get(c, a[k].tag, a[k].p, a[k].bytes) : bn_ckpt_put(c, a[k].tag, a[k].p, a[k].bytes));
+    int64_t small[3] = {sw->backend, sw->threads, sw->done};
+    double wall = sw->wall;
+    if (!load) {
+        BN_TRY(bn_ckpt_put(c, "sweep.misc", small, sizeof small));
+        return bn_ckpt_put(c, "sweep.wall", &wall, sizeof wall);
+    }
+    BN_TRY(bn_ckpt_get(c, "sweep.misc", small, sizeof small));
+    BN_TRY(bn_ckpt_get(c, "sweep.wall", &sw->wall, sizeof sw->wall));
+    sw->backend = (bn_backend_kind)small[0];
+    sw->threads = (int)small[1];
+    sw->done = small[2];
+    return BN_OK;
+}
+
+/* Sweep state, then (mid-batch) the running sim's. */
+static bn_status sweep_ckpt_write(run_ctx *ctx, int64_t next_batch, bn_sim *sim)
+{
+    bn_sweep *sw = ctx->sw;
+    bn_ckpt *c = NULL;
+    bn_status st = bn_ckpt_create(ctx->config, ctx->checksum, &c);
+    if (!st) st = bn_ckpt_put_i64(c, "sweep.next_batch", next_batch);
+    if (!st) st = sweep_arrays_io(sw, c, 0);
+    if (!st) st = bn_recorder_ckpt_save(sw->rec, c);
+    if (!st && sw->theory) st = bn_events_ckpt_save(sw->theory, c);
+    if (!st && sim) st = bn_sim_ckpt_save(sim, c);
+    if (!st) st = bn_ckpt_write(c, ctx->spec->checkpoint->path);
+    bn_ckpt_free(c);
+    if (!st) ctx->spec->checkpoint->written++;
+    return st;
+}
+
+static bn_status sweep_ckpt_hook(void *user, bn_sim *sim, int64_t step, int stopping)
+{
+    (void)step;
+    (void)stopping;
+    run_ctx *ctx = user;
+    return sweep_ckpt_write(ctx, ctx->batch_index, sim);
+}
+
+static bn_status sweep_ckpt_load(bn_sweep *sw, bn_ckpt *c, int64_t *next_batch)
+{
+    BN_TRY(bn_ckpt_get_i64(c, "sweep.next_batch", next_batch));
+    if (*next_batch < 0 || *next_batch >= sw->batches)
+        return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': batch %lld is outside this sweep", bn_ckpt_path(c),
+                       (long long)*next_batch);
+    BN_TRY(sweep_arrays_io(sw, c, 1));
+    BN_TRY(bn_recorder_ckpt_load(sw->rec, c));
+    if (sw->theory) BN_TRY(bn_events_ckpt_load(sw->theory, c));
+    return BN_OK;
+}
+
 bn_status bn_sweep_run(const bn_dataset *ds, const bn_run_config *base, const bn_sweep_spec *spec,
                        bn_sweep_progress_fn progress, void *user, bn_sweep **out)
 {
@@ -186,9 +306,30 @@ bn_status bn_sweep_run(const bn_dataset *ds, const bn_run_config *base, const bn
 
     sw->batch = spec->batch ? (spec->batch < count ? spec->batch : count) : auto_batch(count, bn_dataset_n(ds), d);
     sw->batches = (count + sw->batch - 1) / sw->batch;
-    run_ctx ctx = {.sw = sw, .steps = T, .total = sw->batches * T, .progress = progress, .user = user,
-                   .alpha_f = field_index("alpha_sigma"), .beta_f = field_index("beta_sigma")};
-    for (int64_t b = 0; b < sw->batches && !st; b++) {
+    run_ctx ctx = {.sw = sw, .spec = spec, .steps = T, .total = sw->batches * T, .progress = progress,
+                   .user = user, .alpha_f = field_index("alpha_sigma"), .beta_f = field_index("beta_sigma"),
+                   .checksum = bn_dataset_checksum(ds)};
+    bn_checkpoint_config *ck = spec->checkpoint;
+    if (ck && !ck->path && !ck->resume) ck = NULL;
+    bn_cfgtext cfgtext = {0};
+    bn_ckpt *resume = NULL; /* open until the interrupted batch's sim has loaded its part */
+    int64_t b_first = 0;
+    if (ck) {
+        ck->resumed_step = ck->written = 0;
+        sweep_config(sw, base, spec, ck->extra, &cfgtext);
+        ctx.config = cfgtext.s;
+        if (cfgtext.failed) st = bn_fail(BN_ERR_NOMEM, "cannot describe the sweep for its checkpoint");
+        if (!st && ck->resume) {
+            st = bn_ckpt_open(ck->resume, cfgtext.s, ctx.checksum, &resume);
+            if (!st) st = sweep_ckpt_load(sw, resume, &b_first);
+            if (!st && !bn_ckpt_next_is(resume, "sim.step")) {
+                bn_ckpt_free(resume);
+                resume = NULL;
+            }
+            ck->resumed_step = b_first * T;
+        }
+    }
+    for (int64_t b = b_first; b < sw->batches && !st; b++) {
         int64_t j0 = b * sw->batch, S = count - j0 < sw->batch ? count - j0 : sw->batch;
         bn_run_config cfg = *base;
         cfg.seeds = S;
@@ -204,19 +345,35 @@ bn_status bn_sweep_run(const bn_dataset *ds, const bn_run_config *base, const bn
         bn_sim *sim = NULL;
         st = bn_sim_create(ds, &cfg, &sim);
         if (st) break;
+        if (sw->backend_desc[0] && (bn_sim_backend(sim) != sw->backend || bn_sim_threads(sim) != sw->threads))
+            st = bn_fail(BN_ERR_ARG, "the checkpoint's batches ran on %s with %d threads, this sweep runs on %s "
+                                     "with %d: the results would not be bitwise those of one sweep",
+                         bn_backend_name(sw->backend), sw->threads, bn_backend_name(bn_sim_backend(sim)),
+                         bn_sim_threads(sim));
+        if (resume && !st) {
+            st = bn_sim_ckpt_load(sim, resume);
+            if (!st) ck->resumed_step = b * T + bn_sim_next_step(sim);
+            bn_ckpt_free(resume);
+            resume = NULL;
+        }
         ctx.j0 = j0;
         ctx.batch_index = b;
         ctx.cols = S;
         bn_recorder_set_offset(sw->rec, j0);
-        st = bn_sim_run_observed(sim, sweep_progress, &ctx, sweep_observer, &ctx);
-        if (!st) st = bn_recorder_batch_done(sw->rec, sim, j0);
-        if (!st) {
-            /* The start as used (projected), the final state. */
+        if (ck && ck->path) bn_sim_set_ckpt_hook(sim, ck->every, sweep_ckpt_hook, &ctx);
+        if (!st) st = bn_sim_run_observed(sim, sweep_progress, &ctx, sweep_observer, &ctx);
+        int stopped = st == BN_ERR_INTERRUPTED;
+        if (!st || stopped) {
+            bn_status bs = bn_recorder_batch_done(sw->rec, sim, j0);
+            if (bs) st = bs;
+        }
+        if (!st || stopped) {
+            /* The start as used (projected), the final state (or where it stopped). */
             memcpy(sw->w0 + (size_t)j0 * (size_t)d, bn_sim_w0(sim), (size_t)S * (size_t)d * sizeof(double));
             memcpy(sw->w_final + (size_t)j0 * (size_t)d, bn_sim_w_final(sim), (size_t)S * (size_t)d * sizeof(double));
             memcpy(sw->gamma_final + j0, bn_sim_gamma_final(sim), (size_t)S * sizeof(double));
             memcpy(sw->diverged + j0, bn_sim_diverged_step(sim), (size_t)S * sizeof(int64_t));
-            if (b == 0) {
+            if (!sw->backend_desc[0]) {
                 snprintf(sw->backend_desc, sizeof sw->backend_desc, "%s", bn_sim_backend_desc(sim));
                 sw->backend = bn_sim_backend(sim);
                 sw->threads = bn_sim_threads(sim);
@@ -224,6 +381,7 @@ bn_status bn_sweep_run(const bn_dataset *ds, const bn_run_config *base, const bn
             sw->wall += bn_sim_wall_seconds(sim);
         }
         bn_sim_free(sim);
+        if (stopped) break;
         if (!st && sw->theory) {
             int failed = 0;
 #pragma omp parallel for schedule(dynamic, 16) reduction(| : failed)
@@ -234,13 +392,26 @@ bn_status bn_sweep_run(const bn_dataset *ds, const bn_run_config *base, const bn
                                         j, NULL) != BN_OK;
             if (failed) st = bn_fail(BN_ERR_NOMEM, "the theory overlay ran out of memory");
         }
+        if (!st) sw->done = j0 + S;
+        /* A finished batch is never recomputed: checkpoint it (not after the last). */
+        if (!st && ck && ck->path && b + 1 < sw->batches) st = sweep_ckpt_write(&ctx, b + 1, NULL);
     }
-    if (!st) st = bn_recorder_finish(sw->rec);
-    if (!st && sw->theory) bn_events_finish(sw->theory);
-    if (st) {
+    bn_ckpt_free(resume);
+    bn_cfgtext_free(&cfgtext);
+    int interrupted = st == BN_ERR_INTERRUPTED;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", bn_last_error());
+    if (!st || interrupted) {
+        bn_status fs = bn_recorder_finish(sw->rec);
+        if (fs) st = fs, interrupted = 0;
+    }
+    if ((!st || interrupted) && sw->theory) bn_events_finish(sw->theory);
+    if (st && !interrupted) {
         bn_sweep_free(sw);
         return st;
     }
+    *out = sw;
+    if (interrupted) return bn_fail(BN_ERR_INTERRUPTED, "%s", msg);
     *out = sw;
     return BN_OK;
 }
@@ -259,6 +430,7 @@ const int64_t *bn_sweep_diverged_step(const bn_sweep *sw) { return sw->diverged;
 const double *bn_sweep_alpha0_sigma(const bn_sweep *sw) { return sw->alpha0; }
 const double *bn_sweep_beta0_sigma(const bn_sweep *sw) { return sw->beta0; }
 int64_t bn_sweep_batches(const bn_sweep *sw) { return sw->batches; }
+int64_t bn_sweep_trajectories_done(const bn_sweep *sw) { return sw->done; }
 int64_t bn_sweep_batch_size(const bn_sweep *sw) { return sw->batch; }
 const char *bn_sweep_backend_desc(const bn_sweep *sw) { return sw->backend_desc; }
 bn_backend_kind bn_sweep_backend(const bn_sweep *sw) { return sw->backend; }

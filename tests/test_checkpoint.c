@@ -361,3 +361,81 @@ Test(checkpoint, cli_memory_and_disk_refusals, .timeout = 120)
     ts_rmdir(dir);
     free(dir);
 }
+
+/* ------------------------------------------------------------------ sweeps */
+
+static int sweep_stop_at(void *user, int64_t done, int64_t total, int64_t cols)
+{
+    (void)total;
+    (void)cols;
+    return done >= *(const int64_t *)user;
+}
+
+static bn_status run_sweep(const bn_dataset *ds, int64_t stop, bn_checkpoint_config *ck, bn_sweep **out)
+{
+    bn_run_config base;
+    ts_demo_config(&base, BN_BACKEND_CPU);
+    base.steps = 120;
+    base.threads = 1;
+    base.seeds = 1;
+    static const double eta[7] = {0.9, 0.7, 1.1, 0.5, 0.9, 1.3, 0.8};
+    bn_sweep_spec spec = {.count = 7, .eta_w = eta, .batch = 3, .theory = 1, .checkpoint = ck};
+    spec.rec.every = 9;
+    spec.rec.keep = 1;
+    bn_event_params_default(&spec.rec.events);
+    return bn_sweep_run(ds, &base, &spec, stop >= 0 ? sweep_stop_at : NULL, &stop, out);
+}
+
+static void assert_same_sweep(const bn_sweep *a, const bn_sweep *b)
+{
+    for (int f = 0; f < bn_sweep_n_fields(a); f++) {
+        const double *x, *y;
+        int64_t r1, c1, r2, c2;
+        const char *name = bn_sweep_field_name(a, f);
+        cr_assert_eq(bn_sweep_field(a, name, &x, &r1, &c1), BN_OK);
+        cr_assert_eq(bn_sweep_field(b, name, &y, &r2, &c2), BN_OK);
+        cr_assert(r1 == r2 && c1 == c2 && memcmp(x, y, (size_t)(r1 * c1) * sizeof(double)) == 0, "%s differs", name);
+    }
+    const bn_events *th[2] = {bn_sweep_theory(a), bn_sweep_theory(b)}, *ev[2] = {bn_sweep_events(a), bn_sweep_events(b)};
+    for (int k = 0; k < 2; k++) {
+        const bn_events *p = k ? th[0] : ev[0], *q = k ? th[1] : ev[1];
+        for (int64_t j = 0; j < 7; j++) {
+            cr_assert_eq(bn_events_count(p, j), bn_events_count(q, j));
+            for (int64_t e = 0; e < bn_events_count(p, j); e++)
+                cr_assert(memcmp(bn_events_get(p, j, e), bn_events_get(q, j, e), sizeof(bn_spike_event)) == 0);
+            cr_assert(memcmp(bn_events_summary(p, j), bn_events_summary(q, j), sizeof(bn_traj_summary)) == 0);
+        }
+    }
+    cr_assert(memcmp(bn_sweep_w_final(a), bn_sweep_w_final(b), 7 * 20 * sizeof(double)) == 0);
+    cr_assert(memcmp(bn_sweep_w0(a), bn_sweep_w0(b), 7 * 20 * sizeof(double)) == 0);
+    cr_assert(memcmp(bn_sweep_alpha0_sigma(a), bn_sweep_alpha0_sigma(b), 7 * sizeof(double)) == 0);
+}
+
+/* Stops inside the second batch, then at the third's start; resumes each time. */
+Test(checkpoint, sweep_resume_bitwise)
+{
+    bn_dataset *ds;
+    cr_assert_eq(bn_dataset_generate(TS_DEMO_SPEC, BN_LOSS_SQUARE, &ds), BN_OK);
+    bn_sweep *whole = NULL, *part = NULL, *rest = NULL, *final = NULL;
+    cr_assert_eq(run_sweep(ds, -1, NULL, &whole), BN_OK, "%s", bn_last_error());
+    char *dir = ts_tmpdir(), path[512];
+    snprintf(path, sizeof path, "%s/sw.bnck", dir);
+    bn_checkpoint_config ck = {.path = path, .every = 25};
+    cr_assert_eq(run_sweep(ds, 121 + 50, &ck, &part), BN_ERR_INTERRUPTED, "%s", bn_last_error());
+    cr_assert_not_null(part, "a stopped sweep returns its partial results");
+    cr_assert_eq(bn_sweep_trajectories_done(part), 3);
+    bn_checkpoint_config ck2 = {.path = path, .every = 25, .resume = path};
+    cr_assert_eq(run_sweep(ds, 2 * 120 + 3, &ck2, &rest), BN_ERR_INTERRUPTED, "%s", bn_last_error());
+    cr_assert_eq(ck2.resumed_step, 120 + 75, "resumed at %lld", (long long)ck2.resumed_step);
+    bn_checkpoint_config ck3 = {.path = path, .every = 25, .resume = path};
+    cr_assert_eq(run_sweep(ds, -1, &ck3, &final), BN_OK, "%s", bn_last_error());
+    cr_assert_eq(bn_sweep_trajectories_done(final), 7);
+    assert_same_sweep(whole, final);
+    bn_sweep_free(whole);
+    bn_sweep_free(part);
+    bn_sweep_free(rest);
+    bn_sweep_free(final);
+    bn_dataset_free(ds);
+    ts_rmdir(dir);
+    free(dir);
+}

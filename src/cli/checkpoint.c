@@ -64,8 +64,36 @@ static void remove_stale_temps(const char *dir)
     closedir(dp);
 }
 
+/* Free bytes on the file system that holds path or, when it does not exist
+ * yet, its nearest existing ancestor (-1: unknown). */
+static double free_bytes(const char *path)
+{
+    char p[4200];
+    snprintf(p, sizeof p, "%s", path);
+    for (;;) {
+        struct statvfs vf;
+        if (statvfs(p, &vf) == 0) return (double)vf.f_bavail * (double)vf.f_frsize;
+        char *slash = strrchr(p, '/');
+        if (!slash) return statvfs(".", &vf) == 0 ? (double)vf.f_bavail * (double)vf.f_frsize : -1;
+        if (slash == p) return statvfs("/", &vf) == 0 ? (double)vf.f_bavail * (double)vf.f_frsize : -1;
+        *slash = 0;
+    }
+}
+
 int cli_prepare_output(const char *dir, double bytes, const char *what)
 {
+    /* Space first, so a refusal leaves no folder behind. */
+    double avail = free_bytes(dir);
+    if (avail >= 0 && bytes > avail) {
+        char need[32], have[32];
+        human(bytes, need, sizeof need);
+        human(avail, have, sizeof have);
+        fprintf(stderr, "bnspike: not enough disk space in %s for %s: about %s needed, %s free\n", dir, what,
+                need, have);
+        return EXIT_RUN_FAILED;
+    }
+    struct stat sb;
+    int existed = stat(dir, &sb) == 0;
     int rc = cli_make_dirs(dir);
     if (rc) return rc;
     remove_stale_temps(dir);
@@ -75,22 +103,11 @@ int cli_prepare_output(const char *dir, double bytes, const char *what)
     int fd = mkstemp(probe);
     if (fd < 0) {
         fprintf(stderr, "bnspike: cannot write to output folder %s: %s\n", dir, strerror(errno));
+        if (!existed) rmdir(dir);
         return EXIT_RUN_FAILED;
     }
     close(fd);
     unlink(probe);
-    struct statvfs vf;
-    if (statvfs(dir, &vf) == 0) {
-        double avail = (double)vf.f_bavail * (double)vf.f_frsize;
-        if (bytes > avail) {
-            char need[32], have[32];
-            human(bytes, need, sizeof need);
-            human(avail, have, sizeof have);
-            fprintf(stderr, "bnspike: not enough disk space in %s for %s: about %s needed, %s free\n", dir,
-                    what, need, have);
-            return EXIT_RUN_FAILED;
-        }
-    }
     return 0;
 }
 

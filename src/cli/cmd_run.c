@@ -192,7 +192,6 @@ static int execute(cli_run *run, const char *title, int show)
     bn_status st = cli_load_dataset(o, &ds);
     if (st) return cli_report("data", st);
     rc = cli_load_vectors(o, bn_dataset_d(ds), &w0, &ref);
-    if (!rc) rc = cli_prepare_output(o->out_dir, run_output_bytes(o, bn_dataset_d(ds)), "the outputs and checkpoints");
     if (!rc) {
         bn_run_config simcfg = o->cfg;
         simcfg.every = simcfg.steps; /* the recorder keeps the records; the sim only t = 0 and T */
@@ -201,6 +200,8 @@ static int execute(cli_run *run, const char *title, int show)
         if (!st) st = bn_recorder_create(ds, &o->cfg, sim, &rcfg, NAN, &rec);
         if (st) rc = cli_report("run", st);
     }
+    /* Only a request that passed every check may create the output folder. */
+    if (!rc) rc = cli_prepare_output(o->out_dir, run_output_bytes(o, bn_dataset_d(ds)), "the outputs and checkpoints");
     if (!rc) {
         if (!o->quiet)
             fprintf(stderr, "bnspike: %s n=%lld d=%lld, %lld trajectories × %lld steps, %s, %s\n",
