@@ -439,3 +439,38 @@ Test(checkpoint, sweep_resume_bitwise)
     ts_rmdir(dir);
     free(dir);
 }
+
+#define SWEEP_ARGS                                                                                 \
+    "--data whitened:n=400,d=20,noise=0.5,wnorm=4,seed=1 --w0-scale 0.5 --w0-align 1 "            \
+    "--w0-noise 0.05 --steps 5000 --seeds 8 --grid eta-w=log:0.3:2:16 --batch 32 --every 25 "      \
+    "--save-trajectories --backend cpu --threads 1"
+
+/* A sweep killed three times and resumed: every output file the same bytes
+ * (summary, events, theory events, summary.json, trajectories.npz). */
+Test(checkpoint, cli_kill9_three_times_sweep, .timeout = 300)
+{
+    char *dir = ts_tmpdir(), cmd[2048], *out = NULL;
+    snprintf(cmd, sizeof cmd, "bash tests/kill_resume.sh %s sweep %s " SWEEP_ARGS, ts_cli(), dir);
+    int rc = ts_run(cmd, &out);
+    cr_assert_eq(rc, 0, "kill_resume.sh: %s", out);
+    cr_assert(strstr(out, "identical after 3 kills"), "%s", out);
+    free(out);
+    ts_rmdir(dir);
+    free(dir);
+}
+
+/* SIGTERM in the second batch: partial outputs hold the finished batch. */
+Test(checkpoint, cli_sigterm_sweep_partial, .timeout = 300)
+{
+    char *dir = ts_tmpdir(), cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             "%s sweep " SWEEP_ARGS " --out %s/s --checkpoint-every 100 & p=$!; "
+             "while [ ! -e %s/s/checkpoint.bnck ]; do sleep 0.05; done; sleep 0.2; kill -TERM $p; wait $p; "
+             "echo \"exit=$?\"; grep -c . %s/s/summary.csv; grep '\"partial\"' %s/s/run.json",
+             ts_cli(), dir, dir, dir, dir);
+    cr_assert_eq(ts_run(cmd, &out), 0, "%s", out);
+    cr_assert(strstr(out, "exit=143") && strstr(out, "\"partial\": true") && strstr(out, "\n129\n"), "%s", out);
+    free(out);
+    ts_rmdir(dir);
+    free(dir);
+}

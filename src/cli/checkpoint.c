@@ -80,8 +80,9 @@ static double free_bytes(const char *path)
     }
 }
 
-int cli_prepare_output(const char *dir, double bytes, const char *what)
+int cli_prepare_output(const char *dir, double bytes, const char *what, int *created)
 {
+    *created = 0;
     /* Space first, so a refusal leaves no folder behind. */
     double avail = free_bytes(dir);
     if (avail >= 0 && bytes > avail) {
@@ -96,6 +97,7 @@ int cli_prepare_output(const char *dir, double bytes, const char *what)
     int existed = stat(dir, &sb) == 0;
     int rc = cli_make_dirs(dir);
     if (rc) return rc;
+    *created = !existed;
     remove_stale_temps(dir);
     /* A probe file tells more than access(2): read-only mounts, quotas, root. */
     char probe[4200];
@@ -109,6 +111,11 @@ int cli_prepare_output(const char *dir, double bytes, const char *what)
     close(fd);
     unlink(probe);
     return 0;
+}
+
+void cli_output_discard(const char *dir, int created)
+{
+    if (created) rmdir(dir); /* fails, harmlessly, when something was written */
 }
 
 void cli_checkpoint_remove(const char *path)

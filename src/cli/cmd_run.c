@@ -201,7 +201,8 @@ static int execute(cli_run *run, const char *title, int show)
         if (st) rc = cli_report("run", st);
     }
     /* Only a request that passed every check may create the output folder. */
-    if (!rc) rc = cli_prepare_output(o->out_dir, run_output_bytes(o, bn_dataset_d(ds)), "the outputs and checkpoints");
+    int created = 0;
+    if (!rc) rc = cli_prepare_output(o->out_dir, run_output_bytes(o, bn_dataset_d(ds)), "the outputs and checkpoints", &created);
     if (!rc) {
         if (!o->quiet)
             fprintf(stderr, "bnspike: %s n=%lld d=%lld, %lld trajectories × %lld steps, %s, %s\n",
@@ -226,7 +227,10 @@ static int execute(cli_run *run, const char *title, int show)
         if (st == BN_ERR_INTERRUPTED && cli_stop_signal()) {
             run->partial = 1;
             run->stopped_step = bn_sim_next_step(sim);
-        } else if (st) rc = cli_report("run", st);
+        } else if (st) {
+            rc = cli_report("run", st);
+            cli_output_discard(o->out_dir, created);
+        }
     }
     if (!rc) rc = cli_write_outputs(run, ds, sim, rec);
     if (!rc && run->partial) {

@@ -5,6 +5,7 @@
  * summary.json, events.csv (theory-events.csv), run.json and, with
  * --save-trajectories, trajectories.npz. */
 #include "common.h"
+#include "shard.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -46,6 +47,16 @@ static const char sweep_head[] =
     "                           --every schedule and every K steps in the spike\n"
     "                           windows (see bnspike run --help) (0)\n"
     "  --sharpness power|exact  its method (power)\n"
+    "  --shard I/N              run only shard I of N (0 <= I < N): the contiguous\n"
+    "                           slice of trajectories [I·M/N, (I+1)·M/N) of the\n"
+    "                           M = grid points × seeds, each as in the whole\n"
+    "                           sweep (bitwise on the CPU backend); the outputs\n"
+    "                           hold the slice (traj = global index) and run.json\n"
+    "                           says which shard it is.  `bnspike merge OUT DIR...`\n"
+    "                           joins the N shard folders into the whole sweep's\n"
+    "                           outputs (Slurm job arrays; a `make MPI=1` build\n"
+    "                           under mpirun does all of this by itself: see\n"
+    "                           docs/sweeps.md)\n"
     "  --out DIR                output folder (bnspike-sweep)\n"
     "  -h, --help               this text\n"
     "\n";
@@ -70,7 +81,7 @@ static const char sweep_tail[] =
     "  run.json         configuration, grid, data, reference, backend, timing\n"
     "  trajectories.npz with --save-trajectories (see above)\n";
 
-enum { O_GRID = CO_END, O_BATCH, O_SAVE, O_NO_THEORY, O_SHARP_EVERY, O_SHARP };
+enum { O_GRID = CO_END, O_BATCH, O_SAVE, O_NO_THEORY, O_SHARP_EVERY, O_SHARP, O_SHARD };
 
 static const struct option sweep_extra[] = {
     {"grid", required_argument, 0, O_GRID},
@@ -79,6 +90,7 @@ static const struct option sweep_extra[] = {
     {"no-theory", no_argument, 0, O_NO_THEORY},
     {"sharpness-every", required_argument, 0, O_SHARP_EVERY},
     {"sharpness", required_argument, 0, O_SHARP},
+    {"shard", required_argument, 0, O_SHARD},
     {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -101,6 +113,8 @@ typedef struct {
     int naxes;
     int64_t batch;
     int save, theory;
+    int64_t shard_i, shard_n; /* --shard I/N (shard_n = 0: the whole sweep) */
+    int quiet_help;           /* MPI ranks other than 0 print no --help */
     int argc;
     char **argv;
 } sweep_req;
@@ -167,6 +181,28 @@ static int parse_axis(const char *arg, grid_axis *ax)
     return 0;
 }
 
+/* --shard I/N */
+static int parse_shard(const char *arg, sweep_req *r)
+{
+    char *end;
+    const char *p = arg;
+    while (*p == ' ') p++;
+    long long i = -1, n = -1;
+    if (*p >= '0' && *p <= '9') i = strtoll(p, &end, 10);
+    else end = (char *)p;
+    if (i >= 0 && *end == '/' && end[1] >= '0' && end[1] <= '9') n = strtoll(end + 1, &end, 10);
+    if (i < 0 || n < 0 || *end)
+        return cli_usage_error("sweep", "--shard %s: expected I/N, e.g. --shard 0/4 for the first of 4 shards", arg);
+    if (n < 1 || n > ((int64_t)1 << 31))
+        return cli_usage_error("sweep", "--shard %s: the number of shards N must be 1 .. 2^31", arg);
+    if (i >= n)
+        return cli_usage_error("sweep", "--shard %s: the shard index I must be 0 .. N-1 = %lld (shards count from 0)",
+                               arg, n - 1);
+    r->shard_i = i;
+    r->shard_n = n;
+    return 0;
+}
+
 static int parse_sweep(int argc, char **argv, sweep_req *r)
 {
     struct option opts[64];
@@ -207,7 +243,9 @@ static int parse_sweep(int argc, char **argv, sweep_req *r)
             else return cli_usage_error("sweep", "--sharpness: '%s' is not power or exact", optarg);
             break;
         case O_NO_THEORY: r->theory = 0; break;
+        case O_SHARD: rc = parse_shard(optarg, r); break;
         case 'h':
+            if (r->quiet_help) return -1;
             fputs(sweep_head, stdout);
             fputs(cli_data_help, stdout);
             fputs("\n", stdout);
@@ -226,12 +264,17 @@ static int parse_sweep(int argc, char **argv, sweep_req *r)
 
 /* ------------------------------------------------------------- outputs */
 
+/* Settings and seed ids cover the whole sweep (count trajectories); the run
+ * and the outputs cover the slice [first, first + n) (a shard, else all). */
 typedef struct {
     const sweep_req *r;
     const bn_sweep *sw;
     int64_t count, S, G;
+    int64_t first, n;
     double *set[P_COUNT];
     uint64_t *seed_id;
+    int partial;              /* stopped by a signal: rows cover what ran */
+    int64_t resumed_step;     /* with --resume: batch steps done before   */
 } sweep_out;
 
 /* No spike: steps -1, numbers and flags nan. */
@@ -260,7 +303,8 @@ static const bn_struct_field *event_field(const char *name)
     return NULL;
 }
 
-/* One summary.csv line: the header when hdr, else trajectory j. */
+/* One summary.csv line: the header when hdr, else the slice's trajectory j
+ * (global index first + j). */
 static void summary_line(cli_text *t, int hdr, const sweep_out *so, int64_t j)
 {
     int first = 1;
@@ -273,10 +317,11 @@ static void summary_line(cli_text *t, int hdr, const sweep_out *so, int64_t j)
         else cli_text_num(t, (VAL));                     \
     } while (0)
     const bn_events *ev = bn_sweep_events(so->sw), *th = bn_sweep_theory(so->sw);
-    COL("traj", (double)j);
-    COL("grid_index", (double)(j / so->S));
-    COL("seed", (double)so->seed_id[j]);
-    for (int p = 0; p < P_COUNT; p++) COL(param_names[p], so->set[p][j]);
+    int64_t g = so->first + j;
+    COL("traj", (double)g);
+    COL("grid_index", (double)(g / so->S));
+    COL("seed", (double)so->seed_id[g]);
+    for (int p = 0; p < P_COUNT; p++) COL(param_names[p], so->set[p][g]);
     const bn_struct_field *fl;
     int nfl = bn_traj_summary_fields(&fl);
     const bn_traj_summary *sum = hdr ? NULL : bn_events_summary(ev, j);
@@ -305,7 +350,7 @@ static void summary_line(cli_text *t, int hdr, const sweep_out *so, int64_t j)
     cli_text_printf(t, "\n");
 }
 
-static void events_csv(cli_text *t, const bn_events *ev)
+static void events_csv(cli_text *t, const bn_events *ev, int64_t first)
 {
     const bn_struct_field *fl;
     int nfl = bn_spike_event_fields(&fl);
@@ -314,7 +359,7 @@ static void events_csv(cli_text *t, const bn_events *ev)
     cli_text_printf(t, "\n");
     for (int64_t j = 0; j < bn_events_trajectories(ev); j++)
         for (int64_t k = 0; k < bn_events_count(ev, j); k++) {
-            cli_text_printf(t, "%lld,%lld", (long long)j, (long long)k);
+            cli_text_printf(t, "%lld,%lld", (long long)(first + j), (long long)k);
             for (int c = 0; c < nfl; c++) {
                 cli_text_printf(t, ",");
                 cli_text_num(t, bn_struct_field_get(bn_events_get(ev, j, k), &fl[c]));
@@ -408,12 +453,13 @@ static int write_summary_json(const sweep_out *so)
     }
     json_free(&j);
     const bn_events *ev = bn_sweep_events(so->sw), *th = bn_sweep_theory(so->sw);
-    for (int64_t r = 0; r < so->count; r++) {
-        cli_text_printf(&t, "%s{\"traj\":%lld,\"grid_index\":%lld,\"seed\":%llu", r ? ",\n" : "", (long long)r,
-                        (long long)(r / so->S), (unsigned long long)so->seed_id[r]);
+    for (int64_t r = 0; r < so->n; r++) {
+        int64_t g = so->first + r;
+        cli_text_printf(&t, "%s{\"traj\":%lld,\"grid_index\":%lld,\"seed\":%llu", r ? ",\n" : "", (long long)g,
+                        (long long)(g / so->S), (unsigned long long)so->seed_id[g]);
         for (int p = 0; p < P_COUNT; p++) {
             cli_text_printf(&t, ",\"%s\":", param_names[p]);
-            cj_num(&t, so->set[p][r]);
+            cj_num(&t, so->set[p][g]);
         }
         cj_spikes(&t, "events", ev, r);
         if (th) cj_spikes(&t, "theory", th, r);
@@ -444,6 +490,15 @@ static int write_run_json(const sweep_out *so, const bn_dataset *ds, double wall
     json_int(&j, "batches", bn_sweep_batches(sw));
     json_bool(&j, "save_trajectories", r->save);
     json_int(&j, "every", r->o.cfg.every);
+    if (r->shard_n) {
+        /* What `bnspike merge` needs: which slice of the sweep this is. */
+        json_begin_object(&j, "shard");
+        json_int(&j, "index", r->shard_i);
+        json_int(&j, "count", r->shard_n);
+        json_int(&j, "first", so->first);
+        json_int(&j, "trajectories", so->n);
+        json_end_object(&j);
+    }
     json_end_object(&j);
     cli_json_events(&j, &r->o.ev, r->o.cfg.precision);
     cli_json_data(&j, &r->o, ds);
@@ -461,7 +516,7 @@ static int write_run_json(const sweep_out *so, const bn_dataset *ds, double wall
     json_end_object(&j);
     const bn_events *ev = bn_sweep_events(sw);
     int64_t spiked = 0, spikes = 0, div = 0, floor = 0;
-    for (int64_t t = 0; t < so->count; t++) {
+    for (int64_t t = 0; t < so->n; t++) {
         const bn_traj_summary *s = bn_events_summary(ev, t);
         spiked += s->n_spikes > 0;
         spikes += s->n_spikes;
@@ -486,7 +541,9 @@ static int write_run_json(const sweep_out *so, const bn_dataset *ds, double wall
     if (bn_sweep_theory(sw)) json_string(&j, NULL, "theory-events.csv");
     if (r->save) json_string(&j, NULL, "trajectories.npz");
     json_end_array(&j);
-    json_bool(&j, "partial", 0);
+    json_bool(&j, "partial", so->partial);
+    json_int(&j, "trajectories_done", bn_sweep_trajectories_done(sw));
+    if (r->o.resume) json_int(&j, "resumed_at_batch_step", so->resumed_step);
     json_end_object(&j);
     cli_text t = {.buf = j.buf, .len = j.len, .cap = j.cap, .failed = j.failed};
     int rc = cli_text_write(&t, r->o.out_dir, "run.json");
@@ -499,17 +556,17 @@ static int write_npz(const sweep_out *so, int64_t d)
     const bn_sweep *sw = so->sw;
     bn_npz *z = NULL;
     bn_status st = bn_npz_create(&z);
-    int64_t count = so->count;
+    int64_t count = so->n, first = so->first;
     /* Record fields, records, adaptive sharpness, kappa_scale, ev_* and sum_*. */
     if (!st) st = bn_recorder_add_npz(bn_sweep_recorder(sw), z);
     int64_t s1[1] = {count};
-    for (int p = 0; !st && p < P_COUNT; p++) st = bn_npz_add_f64(z, param_names[p], so->set[p], 1, s1);
+    for (int p = 0; !st && p < P_COUNT; p++) st = bn_npz_add_f64(z, param_names[p], so->set[p] + first, 1, s1);
     int64_t *ids = malloc((size_t)count * 2 * sizeof(int64_t));
     if (!ids && !st) st = BN_ERR_NOMEM;
     if (!st) {
         for (int64_t j = 0; j < count; j++) {
-            ids[j] = (int64_t)so->seed_id[j];
-            ids[count + j] = j / so->S;
+            ids[j] = (int64_t)so->seed_id[first + j];
+            ids[count + j] = (first + j) / so->S;
         }
         st = bn_npz_add_i64(z, "seed_id", ids, 1, s1);
         if (!st) st = bn_npz_add_i64(z, "grid_index", ids + count, 1, s1);
@@ -529,6 +586,16 @@ static int write_npz(const sweep_out *so, int64_t d)
     return st ? cli_report(path, st) : 0;
 }
 
+/* Disk for the outputs (summary rows; with --save-trajectories the records on
+ * the regular schedule) and a checkpoint (replaced atomically, so twice). */
+static double sweep_output_bytes(const sweep_req *r, int64_t n, int64_t d)
+{
+    double rows = r->save ? (double)n * (double)(r->o.cfg.steps / r->o.cfg.every + 2) * (double)bn_sim_n_fields() * 8.0 : 0;
+    double state = (double)n * (double)d * 8.0 * 3.0;
+    double summary = (double)n * 2048.0;
+    return 3.0 * rows + 2.0 * state + summary + (1 << 20);
+}
+
 static int sweep_progress(void *user, int64_t done, int64_t total, int64_t cols)
 {
     cli_progress *p = user;
@@ -540,7 +607,7 @@ static void print_report(const sweep_out *so)
 {
     const bn_events *ev = bn_sweep_events(so->sw), *th = bn_sweep_theory(so->sw);
     int64_t spiked = 0, div = 0, floor = 0, agree = 0;
-    for (int64_t t = 0; t < so->count; t++) {
+    for (int64_t t = 0; t < so->n; t++) {
         const bn_traj_summary *s = bn_events_summary(ev, t);
         spiked += s->n_spikes > 0;
         div += s->diverged;
@@ -550,21 +617,61 @@ static void print_report(const sweep_out *so)
             agree += (!a && !b) || (a && b && a->onset_step == b->onset_step && a->peak_step == b->peak_step);
         }
     }
-    printf("%lld trajectories (%lld settings × %lld seeds) in %lld batch%s of up to %lld on %s\n",
-           (long long)so->count, (long long)so->G, (long long)so->S, (long long)bn_sweep_batches(so->sw),
-           bn_sweep_batches(so->sw) == 1 ? "" : "es", (long long)bn_sweep_batch_size(so->sw),
-           bn_sweep_backend_desc(so->sw));
+    if (so->r->shard_n)
+        printf("shard %lld/%lld: trajectories %lld..%lld of %lld (%lld settings × %lld seeds) in %lld batch%s of up to %lld on %s\n",
+               (long long)so->r->shard_i, (long long)so->r->shard_n, (long long)so->first,
+               (long long)(so->first + so->n - 1), (long long)so->count, (long long)so->G, (long long)so->S,
+               (long long)bn_sweep_batches(so->sw), bn_sweep_batches(so->sw) == 1 ? "" : "es",
+               (long long)bn_sweep_batch_size(so->sw), bn_sweep_backend_desc(so->sw));
+    else
+        printf("%lld trajectories (%lld settings × %lld seeds) in %lld batch%s of up to %lld on %s\n",
+               (long long)so->count, (long long)so->G, (long long)so->S, (long long)bn_sweep_batches(so->sw),
+               bn_sweep_batches(so->sw) == 1 ? "" : "es", (long long)bn_sweep_batch_size(so->sw),
+               bn_sweep_backend_desc(so->sw));
     printf("  %lld spiked, %lld diverged, %lld reached the %s precision floor\n", (long long)spiked,
            (long long)div, (long long)floor, bn_precision_name(so->r->o.cfg.precision));
     if (th)
         printf("  theory (%s): first spike's onset and peak steps agree with the simulation in %lld of %lld\n",
                bn_sweep_theory_data(so->sw)->whitened ? "exact: whitened data" : "NOT exact: data not whitened",
-               (long long)agree, (long long)so->count);
+               (long long)agree, (long long)so->n);
     printf("wrote %s/summary.csv, events.csv, summary.json, run.json%s\n", so->r->o.out_dir,
            so->r->save ? ", trajectories.npz" : "");
 }
 
 int cmd_sweep(int argc, char **argv)
+{
+#ifdef BN_HAVE_MPI
+    if (!cli_parse_only && cli_mpi_launched()) return cli_mpi_sweep(argc, argv);
+#endif
+    if (!cli_parse_only) cli_signals_install();
+    return cli_sweep_main(argc, argv, NULL);
+}
+
+void cli_mpi_shard_dir(char *buf, size_t cap, const char *out, int rank, int size)
+{
+    snprintf(buf, cap, "%s/.mpi-shards/%d-of-%d", out, rank, size);
+}
+
+/* Under MPI with P > 1 ranks: rank r runs shard r/P into a private folder
+ * under --out, on CUDA device (--device + local rank) % devices. */
+static int apply_mpi_plan(sweep_req *r, cli_mpi_plan *mpi)
+{
+    if (r->shard_n)
+        return cli_usage_error("sweep", "--shard does not combine with mpirun -np %d (the ranks are the shards)",
+                               mpi->size);
+    r->shard_i = mpi->rank;
+    r->shard_n = mpi->size;
+    if (snprintf(mpi->out_dir, sizeof mpi->out_dir, "%s", r->o.out_dir) >= (int)sizeof mpi->out_dir)
+        return cli_usage_error("sweep", "--out: the folder name is too long");
+    cli_mpi_shard_dir(mpi->shard_dir, sizeof mpi->shard_dir, mpi->out_dir, mpi->rank, mpi->size);
+    r->o.out_dir = mpi->shard_dir;
+    mpi->quiet = r->o.quiet;
+    if (mpi->rank != 0) r->o.quiet = 1;
+    if (mpi->ndev > 0) r->o.cfg.device = (int)(((int64_t)r->o.cfg.device + mpi->local_rank) % mpi->ndev);
+    return 0;
+}
+
+int cli_sweep_main(int argc, char **argv, cli_mpi_plan *mpi)
 {
     sweep_req r;
     memset(&r, 0, sizeof r);
@@ -572,7 +679,9 @@ int cmd_sweep(int argc, char **argv)
     r.theory = 1;
     r.argc = argc;
     r.argv = argv;
+    r.quiet_help = mpi && mpi->rank != 0;
     int rc = parse_sweep(argc, argv, &r);
+    if (!rc && mpi && mpi->size > 1) rc = apply_mpi_plan(&r, mpi);
     sweep_out so = {.r = &r};
     bn_dataset *ds = NULL;
     bn_array w0 = {0}, ref = {0};
@@ -594,6 +703,17 @@ int cmd_sweep(int argc, char **argv)
         goto done;
     }
     so.count = so.G * so.S;
+    so.first = 0;
+    so.n = so.count;
+    if (r.shard_n) {
+        if (r.shard_n > so.count) {
+            rc = cli_usage_error("sweep", "%lld shards of %lld trajectories: every shard needs at least one (N <= %lld)",
+                                 (long long)r.shard_n, (long long)so.count, (long long)so.count);
+            goto done;
+        }
+        so.first = cli_shard_first(so.count, r.shard_i, r.shard_n);
+        so.n = cli_shard_first(so.count, r.shard_i + 1, r.shard_n) - so.first;
+    }
     if (cli_parse_only) goto done;
     for (int p = 0; p < P_COUNT; p++) so.set[p] = malloc((size_t)so.count * sizeof(double));
     so.seed_id = malloc((size_t)so.count * sizeof(uint64_t));
@@ -618,6 +738,14 @@ int cmd_sweep(int argc, char **argv)
         }
     }
 
+    char ckpt[4200];
+    if ((r.o.resume || r.o.ckpt_every) && mpi && mpi->size > 1) {
+        rc = cli_usage_error("sweep", "--checkpoint-every/--resume do not combine with mpirun; run shards "
+                                      "(--shard i/N, one checkpoint each) instead");
+        goto done;
+    }
+    rc = cli_resume_setup("sweep", &r.o, ckpt, sizeof ckpt);
+    if (rc) goto done;
     bn_status st = cli_load_dataset(&r.o, &ds);
     if (st) {
         rc = cli_report("data", st);
@@ -625,43 +753,72 @@ int cmd_sweep(int argc, char **argv)
     }
     rc = cli_load_vectors(&r.o, bn_dataset_d(ds), &w0, &ref);
     if (rc) goto done;
+    /* The slice [first, first + n).  bn_sweep_run keys the sharpness start
+     * vectors of trajectory j by base seed + j (cfg.seed = base->seed + j0 per
+     * batch, + the column): shifting the base seed by first keeps every
+     * trajectory's key, so a shard's trajectory is bitwise the whole sweep's.
+     * (The w0 draws use the explicit seed ids.) */
     bn_run_config base_cfg = r.o.cfg;
-    base_cfg.seeds = so.count;
+    base_cfg.seeds = so.n;
+    base_cfg.seed = r.o.cfg.seed + (uint64_t)so.first;
+    const int64_t f0 = so.first;
     bn_sweep_spec spec = {
-        .count = so.count, .eta_w = so.set[P_ETA_W], .eta_gamma = so.set[P_ETA_G],
-        .gamma0 = so.set[P_GAMMA0], .w0_scale = so.set[P_W0_SCALE], .seed_id = so.seed_id,
+        .count = so.n, .eta_w = so.set[P_ETA_W] + f0, .eta_gamma = so.set[P_ETA_G] + f0,
+        .gamma0 = so.set[P_GAMMA0] + f0, .w0_scale = so.set[P_W0_SCALE] + f0, .seed_id = so.seed_id + f0,
         .batch = r.batch, .theory = r.theory,
         .rec = {.every = r.o.cfg.every, .keep = r.save, .events = r.o.ev}};
-    if (!r.o.quiet)
+    if (!r.o.quiet) {
         fprintf(stderr, "bnspike sweep: %s n=%lld d=%lld, %lld settings × %lld seeds = %lld trajectories × %lld steps, %s\n",
                 bn_dataset_name(ds), (long long)bn_dataset_n(ds), (long long)bn_dataset_d(ds), (long long)so.G,
                 (long long)so.S, (long long)so.count, (long long)r.o.cfg.steps, bn_precision_name(r.o.cfg.precision));
+        if (r.shard_n)
+            fprintf(stderr, "bnspike sweep: shard %lld/%lld: trajectories %lld..%lld (%lld)%s\n", (long long)r.shard_i,
+                    (long long)r.shard_n, (long long)so.first, (long long)(so.first + so.n - 1), (long long)so.n,
+                    mpi && mpi->size > 1 ? " (MPI rank 0; the other ranks run the other shards)" : "");
+    }
+    /* Everything is checked: only now may the output folder appear. */
+    int created = 0;
+    rc = cli_prepare_output(r.o.out_dir, sweep_output_bytes(&r, so.n, bn_dataset_d(ds)),
+                            "the outputs and checkpoints", &created);
+    if (rc) goto done;
+    char resume_from[4200];
+    bn_checkpoint_config ck = {.path = ckpt, .every = r.o.ckpt_every, .extra = "command=sweep"};
+    if (r.o.resume) {
+        cli_checkpoint_path(r.o.resume, resume_from, sizeof resume_from);
+        ck.resume = resume_from;
+    }
+    spec.checkpoint = &ck;
     cli_progress prog;
-    cli_progress_init(&prog, r.o.quiet, so.count);
+    cli_progress_init(&prog, r.o.quiet, so.n);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     st = bn_sweep_run(ds, &base_cfg, &spec, sweep_progress, &prog, &sw);
     cli_progress_done(&prog);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (st) {
+    so.resumed_step = ck.resumed_step;
+    if (st == BN_ERR_INTERRUPTED && sw && cli_stop_signal()) {
+        so.partial = 1;
+    } else if (st) {
         rc = cli_report("sweep", st);
+        cli_output_discard(r.o.out_dir, created);
         goto done;
     }
+    if (r.o.resume && !r.o.quiet && sw)
+        fprintf(stderr, "bnspike sweep: resumed after %lld of %lld batch steps\n", (long long)ck.resumed_step,
+                (long long)(bn_sweep_batches(sw) * r.o.cfg.steps));
     so.sw = sw;
-    rc = cli_make_dirs(r.o.out_dir);
-    if (rc) goto done;
     cli_text t = {0};
     summary_line(&t, 1, &so, 0);
-    for (int64_t j = 0; j < so.count; j++) summary_line(&t, 0, &so, j);
+    for (int64_t j = 0; j < so.n; j++) summary_line(&t, 0, &so, j);
     rc = cli_text_write(&t, r.o.out_dir, "summary.csv");
     cli_text_free(&t);
     if (!rc) {
-        events_csv(&t, bn_sweep_events(sw));
+        events_csv(&t, bn_sweep_events(sw), so.first);
         rc = cli_text_write(&t, r.o.out_dir, "events.csv");
         cli_text_free(&t);
     }
     if (!rc && bn_sweep_theory(sw)) {
-        events_csv(&t, bn_sweep_theory(sw));
+        events_csv(&t, bn_sweep_theory(sw), so.first);
         rc = cli_text_write(&t, r.o.out_dir, "theory-events.csv");
         cli_text_free(&t);
     }
@@ -669,7 +826,16 @@ int cmd_sweep(int argc, char **argv)
     if (!rc && r.save) rc = write_npz(&so, bn_dataset_d(ds));
     double wall = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     if (!rc) rc = write_run_json(&so, ds, wall);
-    if (!rc && !r.o.quiet) print_report(&so);
+    if (!rc && so.partial) {
+        fprintf(stderr, "bnspike sweep: stopped (%lld of %lld trajectories done): wrote the partial outputs and %s; "
+                        "continue with the same command plus --resume %s\n",
+                (long long)bn_sweep_trajectories_done(sw), (long long)so.n, ckpt, r.o.out_dir);
+        rc = cli_signal_exit_code();
+        goto done;
+    }
+    if (!rc) cli_checkpoint_remove(ckpt);
+    if (!rc && mpi) mpi->wrote = 1;
+    if (!rc && !r.o.quiet && !(mpi && mpi->size > 1)) print_report(&so);
 done:
     bn_sweep_free(sw);
     bn_dataset_free(ds);

@@ -94,7 +94,10 @@ int cli_resume_setup(const char *cmd, cli_opts *o, char *ckpt_path, size_t cap);
 /* Creates the output folder, checks that it is writable and that its file
  * system has room for about `bytes` of outputs (plus checkpoints); 0 or an
  * exit code (message printed, nothing written). */
-int cli_prepare_output(const char *dir, double bytes, const char *what);
+int cli_prepare_output(const char *dir, double bytes, const char *what, int *created);
+/* After a failed request: removes the output folder if this run created it
+ * and it is still empty, so a failure leaves nothing behind. */
+void cli_output_discard(const char *dir, int created);
 /* Removes a finished run's checkpoint (its outputs are complete). */
 void cli_checkpoint_remove(const char *path);
 

@@ -3,6 +3,7 @@
  * whole command line and call bnspike_main. */
 #include "cli.h"
 #include "common.h"
+#include "shard.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -25,7 +26,10 @@ static const char main_help[] =
     "  run        simulate S trajectories on one data set (bnspike run --help)\n"
     "  demo       the embedded delayed-spike example (bnspike demo --help)\n"
     "  sweep      a grid of settings × seeds as large batches, with the spike\n"
-    "             events of every trajectory (bnspike sweep --help)\n"
+    "             events of every trajectory (bnspike sweep --help); --shard I/N\n"
+    "             runs one slice of it; a `make MPI=1` build under mpirun splits it\n"
+    "  merge      join the shard folders of a sweep into its outputs\n"
+    "             (bnspike merge --help)\n"
     "  theory     MODEL.md's three-variable map from the same start, beside the\n"
     "             simulation (bnspike theory --help)\n"
     "  plot       PNG figures of a run (Figure 3 panels) or a sweep (phase\n"
@@ -85,6 +89,7 @@ int bnspike_main(int argc, char **argv)
     if (strcmp(cmd, "demo") == 0) return cmd_demo(argc - 1, argv + 1);
     if (strcmp(cmd, "backends") == 0) return cmd_backends(argc - 1, argv + 1);
     if (strcmp(cmd, "sweep") == 0) return cmd_sweep(argc - 1, argv + 1);
+    if (strcmp(cmd, "merge") == 0) return cmd_merge(argc - 1, argv + 1);
     if (strcmp(cmd, "theory") == 0) return cmd_theory(argc - 1, argv + 1);
     if (strcmp(cmd, "plot") == 0) return cmd_plot(argc - 1, argv + 1);
     if (strcmp(cmd, "data") == 0) return cmd_data(argc - 1, argv + 1);
