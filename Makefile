@@ -49,7 +49,7 @@ CLI      := $(BUILD)/bnspike
 TESTS    := $(BUILD)/bnspike_tests
 
 .PHONY: all deps demo test bench bench-cpu bench-gpu bench-sharpness asan clean info FORCE
-all: info $(CLI) $(TESTS) $(BUILD)/bench_table $(BUILD)/bench_cpu $(BUILD)/bench_sharpness $(BUILD)/bench_det_gemm
+all: info $(CLI) $(TESTS) $(BUILD)/bench_table $(BUILD)/bench_cpu $(BUILD)/bench_sharpness $(BUILD)/bench_det_gemm $(if $(filter 1,$(CUDA)),$(BUILD)/bench_gpu $(BUILD)/gpu_profile)
 
 info:
 	@echo "bnspike build: CC=$(CC) CUDA=$(CUDA)$(if $(NVCC), (nvcc: $(NVCC)),  (no nvcc found))"
@@ -108,6 +108,10 @@ $(BUILD)/bench_det_gemm: $(BUILD)/bench/bench_det_gemm.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/bench_gpu: $(BUILD)/bench/bench_gpu.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# Where a GPU step's time goes, op by op (CUDA=1, needs a device to run).
+$(BUILD)/gpu_profile: $(BUILD)/bench/gpu_profile.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 demo: $(CLI)
