@@ -10,6 +10,7 @@
 #include "sim_setup.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,10 @@ struct bn_sim {
     void *ckpt_user;
     int64_t ckpt_every;
     double t_start;
+    /* host side of the record flow */
+    void *staging;               /* ring_slots stats blocks, backend precision */
+    double *row;                 /* F_COUNT×S: an observed step that is no record */
+    double prof[3];              /* BN_SIM_PROFILE: wait+download, records, transpose (s) */
 };
 
 int bn_sim_n_fields(void) { return F_COUNT; }
@@ -309,62 +314,68 @@ bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim *
     return BN_OK;
 }
 
-/* Turns ring slots [0, count) — steps t_first.. on the ring schedule `ring_every` —
- * into record columns (steps on the run's schedule) and observer calls. */
+/* Threads for the host's per-record passes (conversion, transposition). */
+static int host_threads(const bn_sim *sim)
+{
+    return sim->cfg.threads > 0 ? sim->cfg.threads : omp_get_max_threads();
+}
+
+/* Turns the staged ring slots [0, count) — steps t_first.. on the ring
+ * schedule `ring_every`, in the backend's precision — into record columns
+ * (steps on the run's schedule) and observer calls, in step order. */
 static bn_status collect_records(bn_sim *sim, int64_t slot0, int64_t count, int64_t t_first,
                                  int64_t ring_every, bn_step_observer observer, void *obs_user)
 {
     int64_t S = sim->S;
     size_t block = (size_t)BN_ST_COUNT * (size_t)S;
-    double *host = malloc(block * (size_t)count * sizeof(double) + (size_t)F_COUNT * (size_t)S * sizeof(double));
-    if (!host) return bn_fail(BN_ERR_NOMEM, "cannot allocate the record staging buffer");
-    bn_status st = download_real(sim->be, host, sim->dring, block * (size_t)count);
-    if (st != BN_OK) {
-        free(host);
-        return st;
-    }
-    double *row = host + block * (size_t)count; /* one step's fields, F_COUNT×S */
-    const double *fields[F_COUNT];
-    for (int f = 0; f < F_COUNT; f++) fields[f] = row + (size_t)f * (size_t)S;
+    double *row = sim->row; /* one step's fields, F_COUNT×S */
     int64_t T = sim->cfg.steps, K = sim->cfg.every;
-    int no_ref = sim->cfg.skip_reference;
+    int no_ref = sim->cfg.skip_reference, f32 = sim->be->precision == BN_FP32;
+    int nt = host_threads(sim);
+    const double *eta_w = sim->eta_w;
     int64_t t = t_first;
-    for (int64_t k = 0; k < count && st == BN_OK; k++) {
+    for (int64_t k = 0; k < count; k++) {
         while (bn_record_slot(t, T, ring_every) != slot0 + k) t++;
-        const double *st_blk = host + (size_t)k * block;
-        for (int64_t j = 0; j < S; j++) {
-            double loss = st_blk[BN_ST_LOSS * S + j], gam = st_blk[BN_ST_GAMMA * S + j];
-            double s = st_blk[BN_ST_SNORM * S + j];
-            double a = st_blk[BN_ST_ALPHA * S + j], b = st_blk[BN_ST_BETA * S + j];
-            double as = st_blk[BN_ST_ALPHA_S * S + j], bs = st_blk[BN_ST_BETA_S * S + j];
-            if (no_ref) a = b = as = bs = NAN;
-            double v[F_COUNT];
-            v[F_STEP] = (double)t;
-            v[F_LOSS] = loss;
-            v[F_GAMMA] = gam;
-            v[F_WNORM] = st_blk[BN_ST_WNORM * S + j];
-            v[F_WNORM_S] = s;
-            v[F_ALPHA] = a;
-            v[F_BETA] = b;
-            v[F_RHO] = b / a;
-            v[F_ETA_EFF] = sim->eta_w[j] * gam / (s * s);
-            v[F_GNORM] = st_blk[BN_ST_GNORM * S + j];
-            v[F_GGAMMA] = st_blk[BN_ST_GGAMMA * S + j];
-            v[F_ALPHA_S] = as;
-            v[F_BETA_S] = bs;
-            v[F_RHO_S] = bs / as;
-            for (int f = 0; f < F_COUNT; f++) row[(size_t)f * (size_t)S + (size_t)j] = v[f];
-        }
+        const void *blk = (const char *)sim->staging + (size_t)k * block * (f32 ? sizeof(float) : sizeof(double));
         int64_t slot = bn_record_slot(t, T, K);
-        if (slot >= 0)
-            for (int f = 0; f < F_COUNT; f++)
-                memcpy(sim->rec_by_slot[f] + (size_t)slot * (size_t)S, fields[f], (size_t)S * sizeof(double));
-        if (observer && observer(obs_user, t, fields, S))
-            st = bn_fail(BN_ERR_INTERRUPTED, "the step observer stopped the run at step %lld", (long long)t);
+        /* Straight into the record when this step is one, else into row. */
+        double *dst = slot >= 0 ? NULL : row;
+        double *out[F_COUNT];
+        for (int f = 0; f < F_COUNT; f++)
+            out[f] = dst ? dst + (size_t)f * (size_t)S : sim->rec_by_slot[f] + (size_t)slot * (size_t)S;
+        double tt = (double)t;
+#pragma omp parallel for num_threads(nt) schedule(static) if (S >= 2048)
+        for (int64_t j = 0; j < S; j++) {
+#define ST(field) (f32 ? (double)((const float *)blk)[(size_t)(field) * (size_t)S + (size_t)j] \
+                       : ((const double *)blk)[(size_t)(field) * (size_t)S + (size_t)j])
+            double loss = ST(BN_ST_LOSS), gam = ST(BN_ST_GAMMA), sn = ST(BN_ST_SNORM);
+            double a = ST(BN_ST_ALPHA), b = ST(BN_ST_BETA), as = ST(BN_ST_ALPHA_S), bs = ST(BN_ST_BETA_S);
+            if (no_ref) a = b = as = bs = NAN;
+            out[F_STEP][j] = tt;
+            out[F_LOSS][j] = loss;
+            out[F_GAMMA][j] = gam;
+            out[F_WNORM][j] = ST(BN_ST_WNORM);
+            out[F_WNORM_S][j] = sn;
+            out[F_ALPHA][j] = a;
+            out[F_BETA][j] = b;
+            out[F_RHO][j] = b / a;
+            out[F_ETA_EFF][j] = eta_w[j] * gam / (sn * sn);
+            out[F_GNORM][j] = ST(BN_ST_GNORM);
+            out[F_GGAMMA][j] = ST(BN_ST_GGAMMA);
+            out[F_ALPHA_S][j] = as;
+            out[F_BETA_S][j] = bs;
+            out[F_RHO_S][j] = bs / as;
+#undef ST
+        }
+        if (observer) {
+            const double *seen[F_COUNT];
+            for (int f = 0; f < F_COUNT; f++) seen[f] = out[f];
+            if (observer(obs_user, t, seen, S))
+                return bn_fail(BN_ERR_INTERRUPTED, "the step observer stopped the run at step %lld", (long long)t);
+        }
         t++;
     }
-    free(host);
-    return st;
+    return BN_OK;
 }
 
 static double now_seconds(void)
@@ -406,6 +417,36 @@ bn_status bn_sim_run(bn_sim *sim, bn_progress_fn progress, void *user)
     return bn_sim_run_observed(sim, progress, user, NULL, NULL);
 }
 
+/* The block that starts at t0: its end t1 (at most max_steps, the ring's
+ * capacity, the next checkpoint and the next sharpness step) and the first
+ * ring slot it records into. */
+static int64_t plan_block(const bn_sim *sim, int64_t t0, int64_t K, int64_t max_steps, int64_t *slot0)
+{
+    int64_t T = sim->cfg.steps;
+    *slot0 = -1;
+    for (int64_t t = t0; t <= T && *slot0 < 0; t++) *slot0 = bn_record_slot(t, T, K);
+    int64_t t1 = block_end(t0, T, K, sim->ring_slots, max_steps);
+    if (sim->ckpt_hook && sim->ckpt_every > 0) {
+        int64_t next = (t0 / sim->ckpt_every + 1) * sim->ckpt_every;
+        if (t1 > next) t1 = next;
+    }
+    if (sim->sharp) {
+        int64_t ts = bn_sharp_log_next_step(sim->sharp, t0);
+        if (t1 > ts) t1 = ts;
+    }
+    return t1;
+}
+
+static int ckpt_due(const bn_sim *sim, int64_t t)
+{
+    return sim->ckpt_hook && sim->ckpt_every > 0 && t <= sim->cfg.steps && t % sim->ckpt_every == 0;
+}
+
+/* Blocks of steps with the records flowing back between them.  On a GPU the
+ * next block is launched before the host turns the previous one's records
+ * into fields and observer calls, so the two overlap; only where the host
+ * needs the state itself (a checkpoint, a sharpness record, a stop) does it
+ * wait with nothing in flight. */
 static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
                            bn_step_observer observer, void *obs_user)
 {
@@ -423,50 +464,64 @@ static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
         .every = observer ? 1 : sim->cfg.every,
     };
     int64_t T = sim->cfg.steps, K = plan.every;
+    size_t block_bytes = (size_t)BN_ST_COUNT * (size_t)sim->S * bn_real_size(be->precision);
     /* Keep blocks to roughly a few GFLOP so progress and records flow. */
     double flop_step = 4.0 * (double)sim->n * (double)sim->d * (double)sim->S;
-    /* ~0.5 s of work per block on a CPU; a GPU is ~100× faster and idles while
-     * the host collects records, so its blocks are longer. */
+    /* ~0.5 s of work per block on a CPU; a GPU is ~100× faster. */
     double flop_block = be->kind == BN_BACKEND_CUDA ? 2e12 : 2e10;
     int64_t max_steps = (int64_t)(flop_block / (flop_step + 1.0));
     if (max_steps > BN_BLOCK_MAX_STEPS) max_steps = BN_BLOCK_MAX_STEPS;
     if (max_steps < 1) max_steps = 1;
+#define LAUNCH(a, b, s0)                                                                          \
+    BN_TRY(be->ops->run_steps ? be->ops->run_steps(be, &plan, a, b, s0)                          \
+                              : bn_run_steps_generic(be, &plan, a, b, s0))
 
     sim->t_start = now_seconds();
-    int64_t t0 = sim->start_step;
-    while (t0 <= T) {
-        int64_t slot0 = -1;
-        for (int64_t t = t0; t <= T && slot0 < 0; t++) slot0 = bn_record_slot(t, T, K);
-        int64_t t1 = block_end(t0, T, K, sim->ring_slots, max_steps);
-        if (sim->ckpt_hook && sim->ckpt_every > 0) {
-            int64_t next = (t0 / sim->ckpt_every + 1) * sim->ckpt_every;
-            if (t1 > next) t1 = next;
-        }
-        if (sim->sharp) {
-            /* Sharpness at the state of step t0, before its update; blocks end
-             * right before the next sharpness step. */
-            BN_TRY(bn_sharp_log_at(sim->sharp, t0, sim->dW, sim->dgamma));
-            int64_t ts = bn_sharp_log_next_step(sim->sharp, t0);
-            if (t1 > ts) t1 = ts;
-        }
-        bn_status st = be->ops->run_steps ? be->ops->run_steps(be, &plan, t0, t1, slot0)
-                                          : bn_run_steps_generic(be, &plan, t0, t1, slot0);
-        if (st != BN_OK) return st;
+    int64_t t0 = sim->start_step, slot0 = -1, t1;
+    if (t0 > T) return download_final(sim);
+    if (sim->sharp) BN_TRY(bn_sharp_log_at(sim->sharp, t0, sim->dW, sim->dgamma));
+    t1 = plan_block(sim, t0, K, max_steps, &slot0);
+    LAUNCH(t0, t1, slot0);
+    int stop_pending = 0;
+    for (;;) {
         int64_t count = 0;
         for (int64_t t = t0; t < t1; t++) count += bn_record_slot(t, T, K) >= 0;
-        if (count) BN_TRY(collect_records(sim, slot0, count, t0, K, observer, obs_user));
-        t0 = t1;
-        sim->start_step = t0;
-        int stop = progress && progress(user, t0 > T ? T : t0, T);
-        if (stop && t0 <= T) {
-            /* A consistent point: state of step t0, every earlier step observed. */
-            if (sim->ckpt_hook) BN_TRY(sim->ckpt_hook(sim->ckpt_user, sim, t0, 1));
-            BN_TRY(download_final(sim));
-            return bn_fail(BN_ERR_INTERRUPTED, "stopped at step %lld of %lld", (long long)t0, (long long)T);
+        double c0 = now_seconds();
+        /* Waits for the block; the ring is free again afterwards. */
+        if (count) BN_TRY(be->ops->download(be, sim->staging, sim->dring, (size_t)count * block_bytes));
+        double c1 = now_seconds();
+        int64_t n0 = t1, n1 = -1, nslot0 = -1;
+        int ahead = n0 <= T && !sim->sharp && !stop_pending && !ckpt_due(sim, n0);
+        if (ahead) {
+            n1 = plan_block(sim, n0, K, max_steps, &nslot0);
+            LAUNCH(n0, n1, nslot0);
         }
-        if (sim->ckpt_hook && sim->ckpt_every > 0 && t0 <= T && t0 % sim->ckpt_every == 0)
-            BN_TRY(sim->ckpt_hook(sim->ckpt_user, sim, t0, 0));
+        if (count) BN_TRY(collect_records(sim, slot0, count, t0, K, observer, obs_user));
+        sim->prof[0] += c1 - c0;
+        sim->prof[1] += now_seconds() - c1;
+        int stop = progress && progress(user, t1 > T ? T : t1, T);
+        if (t1 > T) break;
+        if (stop_pending || (stop && !ahead)) {
+            /* A consistent point: the state of step t1, every earlier step observed. */
+            sim->start_step = t1;
+            if (sim->ckpt_hook) BN_TRY(sim->ckpt_hook(sim->ckpt_user, sim, t1, 1));
+            BN_TRY(download_final(sim));
+            return bn_fail(BN_ERR_INTERRUPTED, "stopped at step %lld of %lld", (long long)t1, (long long)T);
+        }
+        if (stop) stop_pending = 1; /* after the block already running */
+        if (!ahead) {
+            sim->start_step = t1;
+            if (ckpt_due(sim, t1)) BN_TRY(sim->ckpt_hook(sim->ckpt_user, sim, t1, 0));
+            if (sim->sharp) BN_TRY(bn_sharp_log_at(sim->sharp, t1, sim->dW, sim->dgamma));
+            n1 = plan_block(sim, n0, K, max_steps, &nslot0);
+            LAUNCH(n0, n1, nslot0);
+        }
+        t0 = n0;
+        t1 = n1;
+        slot0 = nslot0;
     }
+#undef LAUNCH
+    sim->start_step = T + 1;
     return download_final(sim);
 }
 
@@ -479,28 +534,50 @@ bn_status bn_sim_run_observed(bn_sim *sim, bn_progress_fn progress, void *user,
     bn_clear_error();
     if (sim->ran) return bn_fail(BN_ERR_ARG, "this simulation has already run; create a new one");
     size_t sr = (size_t)sim->S * (size_t)sim->R;
-    for (int f = 0; f < F_COUNT; f++) {
-        sim->rec_by_slot[f] = malloc(sr * sizeof(double));
-        if (!sim->rec_by_slot[f]) {
-            for (int g = 0; g < f; g++) {
-                free(sim->rec_by_slot[g]);
-                sim->rec_by_slot[g] = NULL;
-            }
-            return bn_fail(BN_ERR_NOMEM, "cannot allocate the record buffers (%zu values)", sr * F_COUNT);
-        }
-        for (size_t i = 0; i < sr; i++) sim->rec_by_slot[f][i] = NAN;
-        if (sim->restored_rec) memcpy(sim->rec_by_slot[f], sim->restored_rec + (size_t)f * sr, sr * sizeof(double));
+    int nt = host_threads(sim);
+    int ok = 1;
+    for (int f = 0; f < F_COUNT; f++) ok &= (sim->rec_by_slot[f] = malloc(sr * sizeof(double))) != NULL;
+    sim->staging = malloc((size_t)sim->ring_slots * (size_t)BN_ST_COUNT * (size_t)sim->S *
+                          bn_real_size(sim->be->precision));
+    sim->row = malloc((size_t)F_COUNT * (size_t)sim->S * sizeof(double));
+    bn_status st = ok && sim->staging && sim->row
+                       ? BN_OK
+                       : bn_fail(BN_ERR_NOMEM, "cannot allocate the record buffers (%zu values)", sr * F_COUNT);
+    for (int f = 0; f < F_COUNT && !st; f++) {
+        double *r = sim->rec_by_slot[f];
+        const double *from = sim->restored_rec ? sim->restored_rec + (size_t)f * sr : NULL;
+#pragma omp parallel for num_threads(nt) schedule(static) if (sr >= 65536)
+        for (size_t i = 0; i < sr; i++) r[i] = from ? from[i] : NAN;
     }
     free(sim->restored_rec);
     sim->restored_rec = NULL;
-    bn_status st = run_blocks(sim, progress, user, observer, obs_user);
+    if (!st) st = run_blocks(sim, progress, user, observer, obs_user);
+    double c0 = now_seconds();
+    /* R×S → S×R in 64×64 tiles, so both sides stay in cache. */
+    int64_t R = sim->R, S = sim->S, TB = 64;
+    for (int f = 0; f < F_COUNT && ok; f++) {
+        const double *src = sim->rec_by_slot[f];
+        double *dst = sim->rec[f];
+#pragma omp parallel for collapse(2) num_threads(nt) schedule(static) if (sr >= 65536)
+        for (int64_t r0 = 0; r0 < R; r0 += TB)
+            for (int64_t j0 = 0; j0 < S; j0 += TB)
+                for (int64_t r = r0; r < (r0 + TB < R ? r0 + TB : R); r++)
+                    for (int64_t j = j0; j < (j0 + TB < S ? j0 + TB : S); j++)
+                        dst[(size_t)j * (size_t)R + (size_t)r] = src[(size_t)r * (size_t)S + (size_t)j];
+    }
     for (int f = 0; f < F_COUNT; f++) {
-        for (int64_t r = 0; r < sim->R; r++)
-            for (int64_t j = 0; j < sim->S; j++)
-                sim->rec[f][(size_t)j * (size_t)sim->R + (size_t)r] = sim->rec_by_slot[f][(size_t)r * (size_t)sim->S + (size_t)j];
         free(sim->rec_by_slot[f]);
         sim->rec_by_slot[f] = NULL;
     }
+    free(sim->staging);
+    free(sim->row);
+    sim->staging = NULL;
+    sim->row = NULL;
+    sim->prof[2] += now_seconds() - c0;
+    if (getenv("BN_SIM_PROFILE"))
+        fprintf(stderr, "bn_sim profile: %lld trajectories, run %.3f s: waiting for blocks + record downloads "
+                        "%.3f s, records and observer %.3f s, final transposition %.3f s\n",
+                (long long)sim->S, sim->wall, sim->prof[0], sim->prof[1], sim->prof[2]);
     return st;
 }
 

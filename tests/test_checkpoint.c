@@ -67,9 +67,11 @@ static void assert_same_run(const run_objs *a, const run_objs *b)
     cr_assert(memcmp(bn_sim_diverged_step(a->sim), bn_sim_diverged_step(b->sim), (size_t)S * sizeof(int64_t)) == 0);
 }
 
+static bn_backend_kind g_backend = BN_BACKEND_CPU;
+
 static void demo_setup(bn_run_config *cfg, bn_dataset **ds, bn_precision prec)
 {
-    ts_demo_config(cfg, BN_BACKEND_CPU);
+    ts_demo_config(cfg, g_backend);
     cfg->steps = 150;
     cfg->every = 7;
     cfg->seeds = 3;
@@ -119,6 +121,26 @@ Test(checkpoint, resume_fp64_before_spike) { stop_and_resume(BN_FP64, 5, 10); }
 Test(checkpoint, resume_fp64_inside_edge) { stop_and_resume(BN_FP64, 3, 24); }
 Test(checkpoint, resume_fp64_after_spike) { stop_and_resume(BN_FP64, 45, 90); }
 Test(checkpoint, resume_fp32_inside_edge) { stop_and_resume(BN_FP32, 4, 30); }
+
+#ifdef BN_HAVE_CUDA
+#include "cuda/bn_cuda_extra.h"
+#endif
+/* The same on the GPU: (W, γ) go back in the backend's own precision. */
+static void require_gpu(void)
+{
+#ifdef BN_HAVE_CUDA
+    if (bn_cuda_device_count() > 0) return;
+#endif
+    cr_skip_test("skipped: no CUDA device");
+}
+Test(cuda, checkpoint_resume_bitwise)
+{
+    require_gpu();
+    g_backend = BN_BACKEND_CUDA;
+    stop_and_resume(BN_FP64, 3, 24);
+    stop_and_resume(BN_FP32, 10, 40);
+    g_backend = BN_BACKEND_CPU;
+}
 
 /* A chain of three stops, each resumed from the previous checkpoint. */
 Test(checkpoint, three_stops_chain)
