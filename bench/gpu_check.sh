@@ -26,6 +26,8 @@
 #   bench_gpu.csv    the GPU benchmark, machine-readable
 #   torch_check.json the peer's comparison with bnspike on identical inputs
 #   torch_peer.jsonl the peer's timings
+#   profile.txt      gpu_profile: each op of a step alone, the captured graphs, a run
+#   bench_table.csv  make bench's table with its GPU rows
 # Exit status: 0 only when every phase passed (a skipped phase counts as not passed).
 set -u
 
@@ -216,8 +218,9 @@ NVCC_BIN=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
 export BN_LDPATH
 # -k: build every target that can be built, even when one cannot (e.g. no Criterion).
 phase build 300 bash -c "$(declare -f bn); bn make -k -j$JOBS BUILD='$BUILD' CUDA=1 ${NVCC_BIN:+NVCC=$NVCC_BIN} \
-    '$BUILD/libbnspike.a' '$BUILD/bench_gpu' '$BUILD/bnspike' '$BUILD/bnspike_tests'"
-for f in libbnspike.a bench_gpu bnspike bnspike_tests; do
+    '$BUILD/libbnspike.a' '$BUILD/bench_gpu' '$BUILD/bnspike' '$BUILD/bnspike_tests' '$BUILD/gpu_profile' \
+    '$BUILD/bench_table'"
+for f in libbnspike.a bench_gpu bnspike bnspike_tests gpu_profile bench_table; do
     if [ -e "$BUILD/$f" ]; then note "built $BUILD/$f"; else note "NOT BUILT: $BUILD/$f"; fi
 done
 BUILD_WARN=$(grep -ciE 'warning' "$WORK/build.log" 2>/dev/null)
@@ -235,6 +238,12 @@ if [ -x "$BUILD/bnspike_tests" ]; then
         2>/dev/null | grep -v -e 'Test is disabled' -e '^\[RUN' | head -80 > "$WORK/tests-cuda.brief"
 else
     record tests-cuda FAIL 0 "no test binary (see the build phase; Criterion missing?)"
+fi
+
+# Where a step's time goes, op by op, and what a run adds on the host.
+if [ -x "$BUILD/gpu_profile" ]; then
+    phase profile 90 bash -c "$(declare -f bn); bn '$BUILD/gpu_profile'"
+    cp "$WORK/profile.log" "$OUT/profile.txt" 2>/dev/null
 fi
 
 BENCH_LINE="not run"
@@ -263,6 +272,13 @@ phase peer-bench 150 bash -c "
     '$PY' bench/peers/torch_batched.py --device cuda --n 64 --d 256 --S 16384 --steps 500 --every 10 &&
     '$PY' bench/peers/torch_batched.py --device cuda --n 64 --d 256 --S 1024 --steps 1000 --every 10"
 grep -a '^{' "$WORK/peer-bench.log" > "$OUT/torch_peer.jsonl" 2>/dev/null
+
+# make bench's table with its GPU rows (issue 7): every case on both backends,
+# the floor through cuBLAS and the PyTorch-CUDA peer, side by side.
+if [ -x "$BUILD/bench_table" ]; then
+    phase bench-table 200 bash -c "$(declare -f bn); GOMP_SPINCOUNT=10000 bn '$BUILD/bench_table' --quick \
+        --no-memory --no-scaling --python '$PY' --csv '$OUT/bench_table.csv'"
+fi
 
 # The rest of the suite (the cuda suite ran above, alone, so its allocation
 # test sees a quiet device), in parallel.
