@@ -147,16 +147,13 @@ static bn_status parse_line(csv_state *cs, char *s, char *e, long line)
     return BN_OK;
 }
 
-bn_status bn_dataset_load_csv(const char *path, bn_dataset **out)
+bn_status bn_csv_parse(char *buf, size_t len, const char *path, bn_dataset **out)
 {
-    if (!out) return bn_fail(BN_ERR_ARG, "bn_dataset_load_csv: out is NULL");
+    if (!out) return bn_fail(BN_ERR_ARG, "bn_csv_parse: out is NULL");
     *out = NULL;
-    unsigned char *buf;
-    size_t len;
-    BN_TRY(bn_read_whole_file(path, &buf, &len));
-
+    if (!buf || !path) return bn_fail(BN_ERR_ARG, "bn_csv_parse: buffer or name is NULL");
     csv_state cs = {.path = path};
-    char *p = (char *)buf, *end = (char *)buf + len;
+    char *p = buf, *end = buf + len;
     if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3;
     bn_status st = BN_OK;
     for (long line = 1; st == BN_OK && p < end; line++) {
@@ -180,6 +177,17 @@ bn_status bn_dataset_load_csv(const char *path, bn_dataset **out)
     }
     free(cs.X.v);
     free(cs.y.v);
+    return st;
+}
+
+bn_status bn_dataset_load_csv(const char *path, bn_dataset **out)
+{
+    if (!out) return bn_fail(BN_ERR_ARG, "bn_dataset_load_csv: out is NULL");
+    *out = NULL;
+    unsigned char *buf;
+    size_t len;
+    BN_TRY(bn_read_whole_file(path, &buf, &len));
+    bn_status st = bn_csv_parse((char *)buf, len, path, out);
     free(buf);
     return st;
 }

@@ -25,6 +25,21 @@ const char *bn_path_basename(const char *path);
 bn_status bn_npy_parse(const unsigned char *buf, size_t len, const char *what, int allow_int,
                        bn_array *out);
 
+/* Member `name` (without .npy, or the stored name) of an .npz image held in
+ * memory; `what` names the archive in messages.  Same checks as bn_npz_read. */
+bn_status bn_npz_parse(const unsigned char *buf, size_t len, const char *what, const char *name, bn_array *out);
+
+/* Parses a numeric CSV data set held in memory (bn_dataset_load_csv's format;
+ * `path` names it in messages and its basename names the data set).  The
+ * parser writes temporary NUL bytes into buf, up to and including buf[len]:
+ * buf must be writable and hold len + 1 bytes. */
+bn_status bn_csv_parse(char *buf, size_t len, const char *path, bn_dataset **out);
+
+/* The data set of an X array (n×d) and a y array (n or n×1), with
+ * bn_dataset_load_npy's shape checks; x_what/y_what name them in messages. */
+bn_status bn_dataset_from_arrays(const bn_array *X, const bn_array *y, const char *x_what, const char *y_what,
+                                 const char *name, bn_dataset **out);
+
 /* Builds the magic, version, length and padded dict of a C-order .npy file
  * for `descr` (e.g. "<f8") into hdr (BN_NPY_HEADER_MAX bytes).  Checks the
  * shape and returns the element count in *count. */

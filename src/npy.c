@@ -273,7 +273,8 @@ static int load_elem(const unsigned char *p, const elem_type *t, double *out)
         int64_t i;
         memcpy(&i, &v, 8);
         *out = (double)i;
-        return *out <= TWO_POW_53 && *out >= -TWO_POW_53;
+        /* Compare the integer, not its rounded double (2^53 + 1 -> 2^53). */
+        return i <= (int64_t)TWO_POW_53 && i >= -(int64_t)TWO_POW_53;
     }
     case EL_I4: {
         uint32_t u = (uint32_t)v;

@@ -430,10 +430,13 @@ bn_status bn_npz_write(const bn_npz *z, const char *path)
 
 /* ----------------------------------------------------------------- read */
 
+/* An archive being read: an open file (fd), or an image in memory (mem,
+ * for bn_npz_parse and the fuzz target). */
 typedef struct {
     const char *path;
     int fd;
     uint64_t size;
+    const unsigned char *mem;
 } zip_file;
 
 /* Checked before allocating, so a lying size cannot make us allocate more
@@ -450,6 +453,10 @@ static bn_status in_file(const zip_file *f, uint64_t off, uint64_t len, const ch
 static bn_status read_at(const zip_file *f, uint64_t off, void *buf, size_t len, const char *what)
 {
     BN_TRY(in_file(f, off, len, what));
+    if (f->mem) {
+        if (len) memcpy(buf, f->mem + off, len);
+        return BN_OK;
+    }
     unsigned char *p = buf;
     while (len > 0) {
         ssize_t k = pread(f->fd, p, len > ((size_t)1 << 30) ? (size_t)1 << 30 : len, (off_t)off);
@@ -694,12 +701,44 @@ static bn_status read_member(const zip_file *f, const zip_entry *z, const char *
     return st;
 }
 
+/* Member `name` of the archive f (file or memory). */
+static bn_status read_archive(const zip_file *f, const char *name, bn_array *out)
+{
+    zip_end e = {0};
+    zip_entry z = {0};
+    unsigned char *cd = NULL;
+    bn_status st = find_end(f, &e);
+    if (st == BN_OK) {
+        cd = malloc(e.cd_size ? (size_t)e.cd_size : 1);
+        st = cd ? read_at(f, e.cd_off, cd, (size_t)e.cd_size, "central directory")
+                : bn_fail(BN_ERR_NOMEM, "cannot allocate the central directory of '%s'", f->path);
+    }
+    if (st == BN_OK) st = find_entry(f, cd, &e, name, &z);
+    free(cd);
+    if (st == BN_OK) {
+        char what[1100];
+        snprintf(what, sizeof what, "%s member '%s'", f->path, name);
+        st = read_member(f, &z, what, out);
+    }
+    return st;
+}
+
+bn_status bn_npz_parse(const unsigned char *buf, size_t len, const char *what, const char *name, bn_array *out)
+{
+    if (!out) return bn_fail(BN_ERR_ARG, "bn_npz_parse: out is NULL");
+    memset(out, 0, sizeof *out);
+    if ((!buf && len) || !what || !name || !*name) return bn_fail(BN_ERR_ARG, "bn_npz_parse: bad arguments");
+    static const unsigned char empty[1];
+    zip_file f = {what, -1, (uint64_t)len, buf ? buf : empty};
+    return read_archive(&f, name, out);
+}
+
 bn_status bn_npz_read(const char *path, const char *name, bn_array *out)
 {
     if (!out) return bn_fail(BN_ERR_ARG, "bn_npz_read: out is NULL");
     memset(out, 0, sizeof *out);
     if (!path || !*path || !name || !*name) return bn_fail(BN_ERR_ARG, "bn_npz_read: empty path or member name");
-    zip_file f = {path, open(path, O_RDONLY | O_CLOEXEC), 0};
+    zip_file f = {path, open(path, O_RDONLY | O_CLOEXEC), 0, NULL};
     if (f.fd < 0) return bn_fail(BN_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     struct stat sb;
     if (fstat(f.fd, &sb) != 0) {
@@ -713,22 +752,7 @@ bn_status bn_npz_read(const char *path, const char *name, bn_array *out)
                        S_ISDIR(sb.st_mode) ? "it is a directory" : "not a regular file");
     }
     f.size = (uint64_t)sb.st_size;
-    zip_end e = {0};
-    zip_entry z = {0};
-    unsigned char *cd = NULL;
-    bn_status st = find_end(&f, &e);
-    if (st == BN_OK) {
-        cd = malloc(e.cd_size ? (size_t)e.cd_size : 1);
-        st = cd ? read_at(&f, e.cd_off, cd, (size_t)e.cd_size, "central directory")
-                : bn_fail(BN_ERR_NOMEM, "cannot allocate the central directory of '%s'", path);
-    }
-    if (st == BN_OK) st = find_entry(&f, cd, &e, name, &z);
-    free(cd);
-    if (st == BN_OK) {
-        char what[1100];
-        snprintf(what, sizeof what, "%s member '%s'", path, name);
-        st = read_member(&f, &z, what, out);
-    }
+    bn_status st = read_archive(&f, name, out);
     close(f.fd);
     return st;
 }

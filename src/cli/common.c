@@ -199,6 +199,7 @@ int cli_common_option(const char *cmd, int opt, const char *arg, cli_opts *o)
         break;
     case CO_DEVICE:
         rc = cli_num_i64(cmd, "--device", arg, 0, &v);
+        if (!rc && v > 1023) return cli_usage_error(cmd, "--device: %lld is not a device ordinal (0..1023)", (long long)v);
         c->device = (int)v;
         break;
     case CO_THREADS:
