@@ -12,6 +12,15 @@
 
 namespace {
 
+/* Elements per lane kept in registers by warp-group kernels (tpc_for gives
+ * warp groups to columns of length ≤ 512 = 32·16): the smallest of 2, 4, 8,
+ * 16 that holds the column, so short columns do not pay registers (and
+ * occupancy) for long ones. */
+static inline int cache_for(int64_t len) { return len <= 64 ? 2 : len <= 128 ? 4 : len <= 256 ? 8 : 16; }
+/* Loads each thread issues before it adds, on longer columns: one thread's
+ * loads are independent, so a batch of them overlaps the memory latency. */
+constexpr int kBatch = 8;
+
 
 /* Step, stats block and update flag of this launch (see bn_col_step). */
 template <typename T>
@@ -32,8 +41,28 @@ __device__ __forceinline__ void resolve_step(const bn_col_step<T> &cs, int64_t S
     update = t < cs.steps;
 }
 
-/* bn_forward_column for every column: u = U[:,j] → Q[:,j], stats[:,j]. */
-template <typename T, int TPC>
+/* Visits i = lane, lane + TPC, lane + 2·TPC, ... < len, NB at a time: first
+ * load(k, i) for all NB (independent loads, so their latencies overlap),
+ * then use(k, i) in the plain loop's order, so every sum adds the same terms
+ * in the same order whatever NB is. */
+template <int TPC, int NB, typename Load, typename Use>
+__device__ __forceinline__ void batched_pass(int lane, int64_t len, Load load, Use use)
+{
+    for (int64_t i0 = lane; i0 < len; i0 += (int64_t)NB * TPC) {
+#pragma unroll
+        for (int k = 0; k < NB; k++)
+            if (i0 + (int64_t)k * TPC < len) load(k, i0 + (int64_t)k * TPC);
+#pragma unroll
+        for (int k = 0; k < NB; k++)
+            if (i0 + (int64_t)k * TPC < len) use(k, i0 + (int64_t)k * TPC);
+    }
+}
+
+/* bn_forward_column for every column: u = U[:,j] → Q[:,j], stats[:,j].
+ * CACHE > 0 (warp groups, n ≤ 32·CACHE): one batch holds a lane's whole share
+ * of the column, so u and r stay in registers between the passes: U is read
+ * once and Q written once, instead of three and two passes over memory. */
+template <typename T, int TPC, int CACHE>
 __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     forward_kernel(int64_t n, int64_t S, const T *__restrict__ U, const T *__restrict__ y,
                    const T *__restrict__ uhat, const T *__restrict__ gamma, int logistic,
@@ -51,13 +80,14 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     (void)update;
     const T *u = U + col * n;
     T *q = Q + col * n;
+    constexpr int NB = CACHE > 0 ? CACHE : kBatch;
+    constexpr bool kept = CACHE > 0;
+    T ub[NB], hb[NB], yb[NB], rb[NB];
 
     T v2[2] = {0, 0}; /* ‖u‖², uᵀû */
-    for (int64_t i = lane; i < n; i += TPC) {
-        const T ui = u[i];
-        v2[0] += ui * ui;
-        v2[1] += ui * uhat[i];
-    }
+    batched_pass<TPC, NB>(
+        lane, n, [&](int k, int64_t i) { ub[k] = u[i], hb[k] = uhat[i]; },
+        [&](int k, int64_t) { v2[0] += ub[k] * ub[k], v2[1] += ub[k] * hb[k]; });
     group_sum<TPC>(v2);
     const T a = v2[1];
     const T rn = (T)n;
@@ -65,20 +95,31 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     const T g_s = gamma[col] / s;
 
     T v3[3] = {0, 0, 0}; /* Σℓ, uᵀr, ‖u - a·û‖² */
-    for (int64_t i = lane; i < n; i += TPC) {
-        const T ui = u[i], yi = y[i];
-        const T z = g_s * ui;
-        v3[0] += bn_m<T>::loss_value(logistic, z, yi);
-        const T r = bn_m<T>::loss_d1(logistic, z, yi) / rn;
-        v3[1] += ui * r;
-        q[i] = r;
-        const T e = ui - a * uhat[i];
-        v3[2] += e * e;
-    }
+    batched_pass<TPC, NB>(
+        lane, n,
+        [&](int k, int64_t i) {
+            if (!kept) ub[k] = u[i], hb[k] = uhat[i];
+            yb[k] = y[i];
+        },
+        [&](int k, int64_t i) {
+            const T z = g_s * ub[k];
+            v3[0] += bn_m<T>::loss_value(logistic, z, yb[k]);
+            const T r = bn_m<T>::loss_d1(logistic, z, yb[k]) / rn;
+            v3[1] += ub[k] * r;
+            if (kept) rb[k] = r;
+            else q[i] = r;
+            const T e = ub[k] - a * hb[k];
+            v3[2] += e * e;
+        });
     group_sum<TPC>(v3);
     const T c = v3[1] / (rn * s * s);
     /* The same thread wrote q[i] above: no barrier needed. */
-    for (int64_t i = lane; i < n; i += TPC) q[i] = bn_m<T>::grad_q(g_s, q[i], c, u[i]);
+    batched_pass<TPC, NB>(
+        lane, n,
+        [&](int k, int64_t i) {
+            if (!kept) ub[k] = u[i], rb[k] = q[i];
+        },
+        [&](int k, int64_t i) { q[i] = bn_m<T>::grad_q(g_s, rb[k], c, ub[k]); });
 
     if (lane == 0) {
         const T sqrt_n = bn_m<T>::sqrt_(rn);
@@ -91,8 +132,9 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     }
 }
 
-/* bn_update_column for every column, and the divergence mark. */
-template <typename T, int TPC>
+/* bn_update_column for every column, and the divergence mark.  CACHE as for
+ * the forward pass: w and g stay in registers, so W and G are read once. */
+template <typename T, int TPC, int CACHE>
 __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     update_kernel(int64_t d, int64_t S, T *__restrict__ W, const T *__restrict__ G,
                   const T *__restrict__ ehat, const T *__restrict__ eta_w,
@@ -109,24 +151,32 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     resolve_step(cs, S, stats, step, update);
     T *w = W + col * d;
     const T *g = G + col * d;
+    constexpr int NB = CACHE > 0 ? CACHE : kBatch;
+    constexpr bool kept = CACHE > 0;
+    T wb[NB], gb[NB], eb[NB];
 
     T v3[3] = {0, 0, 0}; /* ‖w‖², wᵀê, ‖g‖² */
-    for (int64_t i = lane; i < d; i += TPC) {
-        const T wi = w[i], gi = g[i];
-        v3[0] += wi * wi;
-        v3[1] += wi * ehat[i];
-        v3[2] += gi * gi;
-    }
+    batched_pass<TPC, NB>(
+        lane, d, [&](int k, int64_t i) { wb[k] = w[i], gb[k] = g[i], eb[k] = ehat[i]; },
+        [&](int k, int64_t) {
+            v3[0] += wb[k] * wb[k];
+            v3[1] += wb[k] * eb[k];
+            v3[2] += gb[k] * gb[k];
+        });
     group_sum<TPC>(v3);
     const T a = v3[1];
     const T ew = eta_w[col];
     T v1[1] = {0}; /* ‖w - a·ê‖², from the old w */
-    for (int64_t i = lane; i < d; i += TPC) {
-        const T wi = w[i];
-        const T e = wi - a * ehat[i];
-        v1[0] += e * e;
-        if (update) w[i] = wi - ew * g[i];
-    }
+    batched_pass<TPC, NB>(
+        lane, d,
+        [&](int k, int64_t i) {
+            if (!kept) wb[k] = w[i], gb[k] = g[i], eb[k] = ehat[i];
+        },
+        [&](int k, int64_t i) {
+            const T e = wb[k] - a * eb[k];
+            v1[0] += e * e;
+            if (update) w[i] = wb[k] - ew * gb[k];
+        });
     group_sum<TPC>(v1);
 
     if (lane == 0) {
@@ -160,12 +210,16 @@ cudaError_t bn_cuda_launch_forward(cudaStream_t stream, int64_t n, int64_t S, co
 {
     const int tpc = tpc_for(n);
     const unsigned grid = grid_for(tpc, S);
-    if (tpc == 32)
-        BN_LAUNCH(grid, kWarpBlock, 0, stream, forward_kernel<T, 32>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
-    else if (tpc == 256)
-        BN_LAUNCH(grid, 256, 0, stream, forward_kernel<T, 256>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
+    if (tpc == 32) {
+        const int nc = cache_for(n);
+        if (nc == 2) BN_LAUNCH(grid, kWarpBlock, 0, stream, forward_kernel<T, 32, 2>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
+        else if (nc == 4) BN_LAUNCH(grid, kWarpBlock, 0, stream, forward_kernel<T, 32, 4>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
+        else if (nc == 8) BN_LAUNCH(grid, kWarpBlock, 0, stream, forward_kernel<T, 32, 8>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
+        else BN_LAUNCH(grid, kWarpBlock, 0, stream, forward_kernel<T, 32, 16>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
+    } else if (tpc == 256)
+        BN_LAUNCH(grid, 256, 0, stream, forward_kernel<T, 256, 0>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
     else
-        BN_LAUNCH(grid, 512, 0, stream, forward_kernel<T, 512>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
+        BN_LAUNCH(grid, 512, 0, stream, forward_kernel<T, 512, 0>)(n, S, U, y, uhat, gamma, logistic, Q, cs);
     return cudaGetLastError();
 }
 
@@ -176,15 +230,20 @@ cudaError_t bn_cuda_launch_update(cudaStream_t stream, int64_t d, int64_t S, T *
 {
     const int tpc = tpc_for(d);
     const unsigned grid = grid_for(tpc, S);
-    if (tpc == 32)
-        BN_LAUNCH(grid, kWarpBlock, 0, stream, update_kernel<T, 32>)(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
-                                                              diverged_step, cs);
-    else if (tpc == 256)
-        BN_LAUNCH(grid, 256, 0, stream, update_kernel<T, 256>)(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
-                                                        diverged_step, cs);
+#define BN_UPDATE_ARGS d, S, W, G, ehat, eta_w, eta_gamma, gamma, diverged_step, cs
+    if (tpc == 32) {
+        const int nc = cache_for(d);
+        if (nc == 2) BN_LAUNCH(grid, kWarpBlock, 0, stream, update_kernel<T, 32, 2>)(BN_UPDATE_ARGS);
+        else if (nc == 4) BN_LAUNCH(grid, kWarpBlock, 0, stream, update_kernel<T, 32, 4>)(BN_UPDATE_ARGS);
+        else if (nc == 8) BN_LAUNCH(grid, kWarpBlock, 0, stream, update_kernel<T, 32, 8>)(BN_UPDATE_ARGS);
+        else BN_LAUNCH(grid, kWarpBlock, 0, stream, update_kernel<T, 32, 16>)(BN_UPDATE_ARGS);
+    } else if (tpc == 256)
+        BN_LAUNCH(grid, 256, 0, stream, update_kernel<T, 256, 0>)(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
+                                                           diverged_step, cs);
     else
-        BN_LAUNCH(grid, 512, 0, stream, update_kernel<T, 512>)(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
-                                                          diverged_step, cs);
+        BN_LAUNCH(grid, 512, 0, stream, update_kernel<T, 512, 0>)(d, S, W, G, ehat, eta_w, eta_gamma, gamma,
+                                                             diverged_step, cs);
+#undef BN_UPDATE_ARGS
     return cudaGetLastError();
 }
 
@@ -207,13 +266,13 @@ template <typename T> cudaError_t bn_cuda_preload_columns(int64_t n, int64_t d)
     if (e == cudaSuccess) e = cudaFuncGetAttributes(&fa, advance_kernel);
     if (e != cudaSuccess) return e;
     const int tn = tpc_for(n), td = tpc_for(d);
-    e = tn == 32 ? cudaFuncGetAttributes(&fa, forward_kernel<T, 32>)
-        : tn == 256 ? cudaFuncGetAttributes(&fa, forward_kernel<T, 256>)
-                    : cudaFuncGetAttributes(&fa, forward_kernel<T, 512>);
+    e = tn == 32 ? cudaFuncGetAttributes(&fa, forward_kernel<T, 32, 16>)
+        : tn == 256 ? cudaFuncGetAttributes(&fa, forward_kernel<T, 256, 0>)
+                    : cudaFuncGetAttributes(&fa, forward_kernel<T, 512, 0>);
     if (e != cudaSuccess) return e;
-    return td == 32 ? cudaFuncGetAttributes(&fa, update_kernel<T, 32>)
-           : td == 256 ? cudaFuncGetAttributes(&fa, update_kernel<T, 256>)
-                       : cudaFuncGetAttributes(&fa, update_kernel<T, 512>);
+    return td == 32 ? cudaFuncGetAttributes(&fa, update_kernel<T, 32, 16>)
+           : td == 256 ? cudaFuncGetAttributes(&fa, update_kernel<T, 256, 0>)
+                       : cudaFuncGetAttributes(&fa, update_kernel<T, 512, 0>);
 }
 
 template cudaError_t bn_cuda_preload_columns<double>(int64_t, int64_t);
