@@ -12,7 +12,25 @@
  * power step: bn_sharp_power_iteration, every column active.
  * The target of the issue is power/GD(ops) ≤ 1.2.  Times are medians over
  * repetitions of ~0.1 s each; compare ratios, not absolute numbers, on a
- * shared machine. */
+ * shared machine.
+ *
+ *   build/bench_sharpness --runs [--threads N] [--reps R] [--steps T] [--tol X] [--fp32]
+ *                         [--exact-cols N (32)] [--only-s256]
+ *
+ * Whole runs (issue 7), on the bench table's paper case (hilbert:n=64,d=256,
+ * noise=0.01,seed=1, square loss, η_w 0.9, η_γ 0.05, γ0 0.1, w0 projected on
+ * the row space, records every 10 steps) at S = 256 and S = 1: the time of a
+ * run without sharpness and with --sharpness-every 10, repetitions
+ * interleaved (median, min), for four engine variants side by side: the
+ * previous algorithm (every column in the batch until the slowest converges,
+ * in R^d, the sphere from its own vector: BN_SHARP_NO_COMPACT, BN_SHARP_FULL,
+ * BN_SHARP_NO_SHARE), then compaction, the row-space basis and the sphere's
+ * start from the weighted operator's vector added one by one; the
+ * HVPs per record (per trajectory, and batched: the slowest column of each
+ * operator), and the eigenvalues against the exact method (dense Hessian +
+ * LAPACK) on the first min(S, 32) trajectories, same states.  Like
+ * bench_table, it re-executes itself with GOMP_SPINCOUNT=10000 unless
+ * OMP_WAIT_POLICY or GOMP_SPINCOUNT is set. */
 #include "backend.h"
 #include "sharpness.h"
 
@@ -21,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now(void)
 {
@@ -196,21 +215,212 @@ static double sim_seconds(const bn_dataset *ds, int64_t S, bn_precision prec, in
     return t[reps / 2];
 }
 
+/* ------------------------------------------------------- whole runs (--runs) */
+
+static void run_config(bn_run_config *c, int64_t S, int64_t T, int64_t sharp, int method, bn_precision prec,
+                       int threads, double tol)
+{
+    bn_run_config_default(c);
+    c->backend = BN_BACKEND_CPU;
+    c->precision = prec;
+    c->threads = threads;
+    c->seeds = S;
+    c->steps = T;
+    c->every = 10;
+    c->eta_w = 0.9;
+    c->eta_gamma = 0.05;
+    c->gamma0 = 0.1;
+    c->w0_align = 0;
+    c->w0_noise = 1;
+    c->seed = 0;
+    c->sharpness_every = sharp;
+    c->sharpness_method = method;
+    c->sharpness_tol = tol;
+}
+
+/* The engine variants timed side by side (environment overrides read by
+ * bn_sharp_log_create): the previous algorithm, compaction alone, and the
+ * default (compaction + the reduced basis). */
+typedef struct {
+    const char *name;
+    int full, nocompact, noshare;
+} variant;
+static const variant g_variants[] = {
+    {"before (batched, R^d, no sharing)", 1, 1, 1},
+    {"compaction", 1, 0, 1},
+    {"compaction + row-space basis", 0, 0, 1},
+    {"+ sphere from weighted (default)", 0, 0, 0},
+};
+#define NVAR 4
+
+static void setenv_if(const char *name, int on)
+{
+    if (on) setenv(name, "1", 1);
+    else unsetenv(name);
+}
+
+static void variant_env(const variant *v)
+{
+    setenv_if("BN_SHARP_FULL", v->full);
+    setenv_if("BN_SHARP_NO_COMPACT", v->nocompact);
+    setenv_if("BN_SHARP_NO_SHARE", v->noshare);
+}
+
+static bn_sim *run_once(const bn_dataset *ds, const bn_run_config *c, double *sec)
+{
+    bn_sim *sim = NULL;
+    CHECK(bn_sim_create(ds, c, &sim), "sim");
+    double t0 = now();
+    CHECK(bn_sim_run(sim, NULL, NULL), "run");
+    *sec = now() - t0;
+    return sim;
+}
+
+static int64_t g_exact_cols = 32;
+static int g_only256 = 0;
+
+static const char *const op_names[3] = {"sharpness", "sharpness_weighted", "sharpness_sphere"};
+
+static double median_of(const double *x, int n, double *mn)
+{
+    double t[64];
+    memcpy(t, x, (size_t)n * sizeof(double));
+    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    *mn = t[0];
+    return t[n / 2];
+}
+
+static void runs_case(const bn_dataset *ds, int64_t S, int64_t T, int reps, bn_precision prec, int threads,
+                      double tol, int nvar)
+{
+    bn_run_config c0, c1, ce;
+    run_config(&c0, S, T, 0, BN_SHARPNESS_POWER, prec, threads, tol);
+    run_config(&c1, S, T, 10, BN_SHARPNESS_POWER, prec, threads, tol);
+    int64_t Se = S < g_exact_cols ? S : g_exact_cols;
+    run_config(&ce, Se, T, 10, BN_SHARPNESS_EXACT, BN_FP64, threads, tol);
+    if (reps > 60) reps = 60;
+    double t0s[64], t1s[NVAR][64];
+    bn_sim *keep[NVAR] = {NULL};
+    /* repetitions interleave: no sharpness, then each variant */
+    for (int r = -1; r < reps; r++) {
+        double a;
+        bn_sim_free(run_once(ds, &c0, &a));
+        if (r >= 0) t0s[r] = a;
+        for (int v = 0; v < nvar; v++) {
+            variant_env(&g_variants[v]);
+            bn_sim *s1 = run_once(ds, &c1, &a);
+            if (r < 0) keep[v] = s1; /* the warm-up runs: their records */
+            else {
+                bn_sim_free(s1);
+                t1s[v][r] = a;
+            }
+        }
+    }
+    variant_env(&g_variants[NVAR - 1]);
+    double mn0, med0 = median_of(t0s, reps, &mn0);
+    printf("S=%lld T=%lld (records every 10 steps; sharpness every 10): no sharpness %.2f ms (min %.2f)\n", (long long)S,
+           (long long)T, 1e3 * med0, 1e3 * mn0);
+    double sec;
+    bn_sim *ex = run_once(ds, &ce, &sec);
+    for (int v = 0; v < nvar; v++) {
+        double mn1, med1 = median_of(t1s[v], reps, &mn1);
+        bn_sim_array it, stp;
+        CHECK(bn_sim_sharpness_find(keep[v], "sharpness_iters", &it), "iters");
+        CHECK(bn_sim_sharpness_find(keep[v], "sharpness_step", &stp), "steps");
+        int64_t Rs = stp.shape[0];
+        double batched = 0, colsum = 0;
+        int64_t colmax = 0;
+        for (int64_t r = 0; r < Rs; r++) {
+            int64_t rmax = 0;
+            for (int q = 0; q < 3; q++) {
+                int64_t mx = 0;
+                for (int64_t j = 0; j < S; j++) {
+                    int64_t x = it.i64[((size_t)j * (size_t)Rs + (size_t)r) * 3 + (size_t)q];
+                    mx = x > mx ? x : mx;
+                    colsum += (double)x;
+                }
+                batched += (double)mx;
+                rmax += mx;
+            }
+            colmax = rmax > colmax ? rmax : colmax;
+        }
+        bn_sharpness_info info;
+        bn_sim_sharpness_info(keep[v], &info);
+        printf("  %-40s %9.2f ms (min %9.2f)  overhead %+6.0f%% (of mins %+6.0f%%)\n", g_variants[v].name, 1e3 * med1,
+               1e3 * mn1, 100 * (med1 / med0 - 1), 100 * (mn1 / mn0 - 1));
+        printf("      HVPs per record, 3 operators: per trajectory mean %.1f, batched (slowest column) mean %.1f max %lld; "
+               "not converged %lld\n",
+               colsum / (double)Rs / (double)S, batched / (double)Rs, (long long)colmax, (long long)info.not_converged);
+        printf("      vs exact (first %lld trajectories × %lld records), max | mean rel error:", (long long)Se, (long long)Rs);
+        for (int q = 0; q < 3; q++) {
+            bn_sim_array a, b;
+            CHECK(bn_sim_sharpness_find(keep[v], op_names[q], &a), "lam");
+            CHECK(bn_sim_sharpness_find(ex, op_names[q], &b), "lam exact");
+            double emax = 0, esum = 0;
+            int64_t cnt = 0;
+            for (int64_t j = 0; j < Se; j++)
+                for (int64_t r = 0; r < Rs; r++) {
+                    double x = a.f64[(size_t)j * (size_t)Rs + (size_t)r], y = b.f64[(size_t)j * (size_t)Rs + (size_t)r];
+                    if (!isfinite(x) || !isfinite(y)) continue;
+                    double e = fabs(x - y) / fmax(fabs(y), 1e-300);
+                    emax = fmax(emax, e);
+                    esum += e;
+                    cnt++;
+                }
+            printf(" %s %.1e | %.1e", q == 0 ? "H" : q == 1 ? "weighted" : "sphere", emax, cnt ? esum / (double)cnt : 0.0);
+        }
+        printf("\n");
+        bn_sim_free(keep[v]);
+    }
+    bn_sim_free(ex);
+    fflush(stdout);
+}
+
+static int runs_main(int threads, int reps, int64_t T, bn_precision prec, double tol, int nvar)
+{
+    bn_dataset *ds = NULL;
+    CHECK(bn_dataset_generate("hilbert:n=64,d=256,noise=0.01,seed=1", BN_LOSS_SQUARE, &ds), "data");
+    printf("bnspike sharpness runs: hilbert:n=64,d=256,noise=0.01,seed=1, square, %s, CPU, %d threads, tol %g, "
+           "GOMP_SPINCOUNT=%s; %d repetitions interleaved (median, min)\n",
+           bn_precision_name(prec), threads, tol, getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "unset", reps);
+    runs_case(ds, 256, T, reps, prec, threads, tol, nvar);
+    if (!g_only256) runs_case(ds, 1, 5 * T, reps, prec, threads, tol, nvar);
+    bn_dataset_free(ds);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int threads = 2, quick = 0, fp32 = 0;
+    int threads = 2, quick = 0, fp32 = 0, runs = 0, reps = 3, nvar = NVAR;
+    double tol = 1e-6;
+    int64_t T = 100;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--fp32")) fp32 = 1;
+        else if (!strcmp(argv[i], "--runs")) runs = 1;
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) T = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--tol") && i + 1 < argc) tol = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--exact-cols") && i + 1 < argc) g_exact_cols = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--only-s256")) g_only256 = 1;
         else {
-            fprintf(stderr, "usage: bench_sharpness [--threads N] [--quick] [--fp32]\n");
+            fprintf(stderr, "usage: bench_sharpness [--threads N] [--quick] [--fp32] | --runs [--reps R] [--steps T] "
+                            "[--tol X] [--exact-cols N] [--only-s256]\n");
             return 2;
         }
     }
     bn_precision prec = fp32 ? BN_FP32 : BN_FP64;
+    if (runs) {
+        /* As bench_table: a short OpenMP spin on a shared machine (bench.c). */
+        if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
+            setenv("GOMP_SPINCOUNT", "10000", 1);
+            execv("/proc/self/exe", argv);
+        }
+        return runs_main(threads, reps < 1 ? 1 : reps, T < 10 ? 10 : T, prec, tol, nvar);
+    }
     struct { int64_t n, d, S; } cases[] = {{64, 256, 256}, {64, 256, 1}, {2048, 4096, 32}};
-    int reps = quick ? 3 : 7;
+    reps = quick ? 3 : 7;
     printf("bnspike sharpness benchmark: square loss, %s, CPU, %d threads\n", bn_precision_name(prec), threads);
     printf("%6s %6s %6s %14s %14s %14s %10s %10s\n", "n", "d", "S", "GD ops ms", "GD run ms", "power ms",
            "pow/GDops", "pow/GDrun");

@@ -91,6 +91,14 @@ typedef struct bn_backend_ops {
                                 void *QG, const void *X, const void *xg, const void *W,
                                 int project, uint64_t seed, uint64_t counter, void *ctl,
                                 void *coef);
+    /* Optional (issue 7; NULL = the power iteration keeps every column in its
+     * batch): strided gather/scatter of `count` columns of `rows` reals,
+     *   dst[i·drs + dk·dcs] = src[i·srs + sk·scs]  for i < rows, k < count,
+     * sk = sidx ? sidx[k] : k, dk = didx ? didx[k] : k (sidx, didx: backend
+     * buffers of count int64).  src and dst must not overlap. */
+    bn_status (*copy_columns)(bn_backend *be, int64_t rows, int64_t count, const void *src,
+                              int64_t srs, int64_t scs, const int64_t *sidx, void *dst,
+                              int64_t drs, int64_t dcs, const int64_t *didx);
 } bn_backend_ops;
 
 struct bn_backend {

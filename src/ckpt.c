@@ -13,6 +13,9 @@
 #define MAGIC_LEN 12
 #define HEAD_LEN (MAGIC_LEN + 4 + 8 + 8)
 #define TAG_LEN 24
+/* Payloads are padded to 8 bytes, so every section starts 8-byte aligned and
+ * its int64/double arrays can be read in place. */
+#define PAD8(x) (((x) + 7) & ~(size_t)7)
 
 struct bn_ckpt {
     unsigned char *buf;
@@ -74,14 +77,15 @@ bn_status bn_ckpt_create(const char *config_text, uint64_t data_checksum, bn_ckp
 bn_status bn_ckpt_put(bn_ckpt *c, const char *tag, const void *data, size_t bytes)
 {
     if (strlen(tag) >= TAG_LEN) return bn_fail(BN_ERR_ARG, "checkpoint tag '%s' is too long", tag);
-    if (bytes > SIZE_MAX - TAG_LEN - 8) return bn_fail(BN_ERR_NOMEM, "checkpoint section too large");
-    BN_TRY(grow(c, TAG_LEN + 8 + bytes));
+    if (bytes > SIZE_MAX - TAG_LEN - 16) return bn_fail(BN_ERR_NOMEM, "checkpoint section too large");
+    BN_TRY(grow(c, TAG_LEN + 8 + PAD8(bytes)));
     unsigned char *p = c->buf + c->len;
     memset(p, 0, TAG_LEN);
     memcpy(p, tag, strlen(tag));
     bn_put_le64(p + TAG_LEN, (uint64_t)bytes);
     if (bytes) memcpy(p + TAG_LEN + 8, data, bytes);
-    c->len += TAG_LEN + 8 + bytes;
+    memset(p + TAG_LEN + 8 + bytes, 0, PAD8(bytes) - bytes);
+    c->len += TAG_LEN + 8 + PAD8(bytes);
     c->sections++;
     return BN_OK;
 }
@@ -176,11 +180,11 @@ bn_status bn_ckpt_get_any(bn_ckpt *c, const char *tag, const void **data, size_t
         return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': expected section '%s', found '%.*s'", c->path, tag,
                        TAG_LEN, (const char *)p);
     uint64_t n = bn_get_le64(p + TAG_LEN);
-    if (n > c->len - c->pos - TAG_LEN - 8)
+    if (n > c->len - c->pos - TAG_LEN - 8 || PAD8((size_t)n) > c->len - c->pos - TAG_LEN - 8)
         return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': section '%s' runs past the end", c->path, tag);
     *data = p + TAG_LEN + 8;
     *bytes = (size_t)n;
-    c->pos += TAG_LEN + 8 + (size_t)n;
+    c->pos += TAG_LEN + 8 + PAD8((size_t)n);
     c->read_sections++;
     return BN_OK;
 }

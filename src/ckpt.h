@@ -3,7 +3,7 @@
  *
  * Layout (little-endian):
  *   "BNSPIKE-CKPT" u32 format   u64 data checksum   u64 section count
- *   sections: char tag[24] (NUL-padded)  u64 bytes  payload
+ *   sections: char tag[24] (NUL-padded)  u64 bytes  payload (zero-padded to 8)
  *   u64 FNV-1a 64 of everything before it
  * The first section is always "config": the configuration as "key=value\n"
  * lines, compared line by line on resume so a refusal names what differs.

@@ -1,6 +1,7 @@
 /* The sharpness engine (issue 3): HVP, shifted power iteration, Lanczos and
  * the dense Hessian, batched over the S columns of a run.  See sharpness.h. */
 #include "sharpness.h"
+#include "ckpt.h"
 #include "linalg.h"
 
 #include <float.h>
@@ -11,6 +12,14 @@
 /* Counter bases of the pseudo-random vectors (bn_hvp_random), one per use. */
 #define CNT_POWER 0x100u   /* + op                 */
 #define CNT_LANCZOS 0x1000u /* + 0x10000·op + step */
+
+/* The per-column buffers one power iteration touches, for a batch of m
+ * columns: the full batch (the engine's own buffers, m = S) or a compacted
+ * one (issue 7: only the columns still iterating, gathered by copy_columns).
+ * Field-major blocks (hs, ctl, vg, ...) have stride m. */
+typedef struct {
+    void *V, *vg, *Vs, *vgs, *U, *R, *H2, *hs, *aw, *ag, *W, *ctl;
+} pw_set;
 
 struct bn_sharp {
     bn_backend *be;
@@ -31,6 +40,11 @@ struct bn_sharp {
     int vinit[BN_SOP_COUNT];
     unsigned char *inrow; /* S: w in the row space of Xc */
     const void *W, *gamma;
+    /* Compaction of the power iteration (issue 7): two batches of the columns
+     * still iterating, and two device index buffers (S int64 each). */
+    pw_set cset[2];
+    void *idx[2];
+    int64_t compactions;
 };
 
 /* ------------------------------------------------------------- transfers */
@@ -72,6 +86,8 @@ static bn_status ctl_down(bn_sharp *sh, int f0, int f1)
 static double *hc(bn_sharp *sh, int field) { return sh->hctl + (size_t)field * (size_t)sh->su.S; }
 
 /* ------------------------------------------------------------- lifecycle */
+
+static void pw_set_free(bn_sharp *sh, pw_set *s);
 
 static bn_status dalloc(bn_sharp *sh, size_t count, void **p)
 {
@@ -135,6 +151,8 @@ bn_status bn_sharp_create(bn_backend *be, const bn_sharp_setup *su, bn_sharp **o
     if (st == BN_OK) st = dalloc(sh, S, &sh->ag);
     if (st == BN_OK) st = dalloc(sh, d * S, &sh->Vsave);
     if (st == BN_OK) st = dalloc(sh, S, &sh->vgsave);
+    if (o->copy_columns)
+        for (int i = 0; i < 2 && st == BN_OK; i++) st = o->alloc(be, S * sizeof(int64_t), &sh->idx[i]);
     if (st == BN_OK) {
         double *tmp = malloc(S * sizeof(double));
         if (!tmp) st = bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness engine");
@@ -171,6 +189,10 @@ void bn_sharp_free(bn_sharp *sh)
                     sh->aw, sh->ag, sh->Vsave, sh->vgsave, sh->QW, sh->QG, sh->coef};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) sh->be->ops->dealloc(sh->be, bufs[i]);
+    for (int i = 0; i < 2; i++) {
+        pw_set_free(sh, &sh->cset[i]);
+        if (sh->idx[i]) sh->be->ops->dealloc(sh->be, sh->idx[i]);
+    }
     for (int op = 0; op < BN_SOP_COUNT; op++) {
         if (sh->V[op]) sh->be->ops->dealloc(sh->be, sh->V[op]);
         if (sh->vg[op]) sh->be->ops->dealloc(sh->be, sh->vg[op]);
@@ -185,6 +207,8 @@ void bn_sharp_free(bn_sharp *sh)
 }
 
 double bn_sharp_tol_effective(const bn_sharp *sh) { return sh->tol; }
+
+int64_t bn_sharp_compactions(const bn_sharp *sh) { return sh->compactions; }
 
 int64_t bn_sharp_dim(const bn_sharp *sh, int op) { return sh->su.d + ((op & BN_SOP_PROJECT) ? 0 : 1); }
 
@@ -201,6 +225,16 @@ bn_status bn_sharp_set_state(bn_sharp *sh, const void *W, const void *gamma)
                                         sh->H2, sh->hs);
 }
 
+/* X = Xcᵀ·Q (m columns): through the explicit transpose when the setup has
+ * one (a backend may cache the transpose of one matrix only, which the run's
+ * own Xc keeps), else product_xtq. */
+static bn_status product_t(bn_sharp *sh, int64_t m, const void *Q, void *X)
+{
+    const bn_sharp_setup *su = &sh->su;
+    if (su->XcT) return sh->be->ops->product_xw(sh->be, su->d, su->n, m, su->XcT, Q, X);
+    return sh->be->ops->product_xtq(sh->be, su->n, su->d, m, su->Xc, Q, X);
+}
+
 bn_status bn_sharp_apply(bn_sharp *sh, int op, const void *V, const void *vg, void *X, void *xg)
 {
     bn_backend *be = sh->be;
@@ -210,7 +244,7 @@ bn_status bn_sharp_apply(bn_sharp *sh, int op, const void *V, const void *vg, vo
     BN_TRY(be->ops->product_xw(be, su->n, su->d, su->S, su->Xc, V, sh->Udot));
     BN_TRY(be->ops->hvp_columns(be, su->n, su->S, sh->U, sh->R, sh->H2, sh->hs, sh->Udot, vg,
                                 wt ? sh->aw : NULL, wt ? sh->ag : NULL, sh->Qdot, xg));
-    return be->ops->product_xtq(be, su->n, su->d, su->S, su->Xc, sh->Qdot, X);
+    return product_t(sh, su->S, sh->Qdot, X);
 }
 
 /* ------------------------------------------------------- power iteration */
@@ -278,6 +312,23 @@ bn_status bn_sharp_power_iteration(bn_sharp *sh, int op)
     return ctl_down(sh, BN_SC_NV, BN_SC_MU + 1);
 }
 
+bn_status bn_sharp_power_warm_from(bn_sharp *sh, int dst, int src)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    if (dst < 0 || dst >= BN_SOP_COUNT || src < 0 || src >= BN_SOP_COUNT || dst == src)
+        return bn_fail(BN_ERR_ARG, "sharpness: bad operators %d, %d", dst, src);
+    if (!sh->vinit[src]) return BN_OK;
+    if (!sh->W) return bn_fail(BN_ERR_ARG, "sharpness: no state set");
+    BN_TRY(ensure_vec(sh, dst));
+    for (int64_t j = 0; j < su->S; j++) hc(sh, BN_SC_ACTIVE)[j] = 1;
+    BN_TRY(ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1));
+    BN_TRY(be->ops->lanczos_extend(be, su->d, su->S, -1, sh->V[dst], sh->vg[dst], sh->V[src], sh->vg[src], sh->W, 0,
+                                   su->seed, 0, sh->ctl, NULL));
+    sh->vinit[dst] = 1;
+    return BN_OK;
+}
+
 bn_status bn_sharp_power_prepare(bn_sharp *sh, int op)
 {
     if (op < 0 || op >= BN_SOP_COUNT) return bn_fail(BN_ERR_ARG, "sharpness: bad operator %d", op);
@@ -293,6 +344,81 @@ bn_status bn_sharp_power_prepare(bn_sharp *sh, int op)
     return ctl_up(sh, BN_SC_ACTIVE, BN_SC_NV + 1);
 }
 
+static void pw_set_full(bn_sharp *sh, int op, pw_set *s)
+{
+    *s = (pw_set){.V = sh->V[op], .vg = sh->vg[op], .Vs = sh->Vsave, .vgs = sh->vgsave, .U = sh->U,
+                  .R = sh->R, .H2 = sh->H2, .hs = sh->hs, .aw = sh->aw, .ag = sh->ag,
+                  .W = (void *)sh->W, .ctl = sh->ctl};
+}
+
+static bn_status pw_set_alloc(bn_sharp *sh, pw_set *s)
+{
+    size_t n = (size_t)sh->su.n, d = (size_t)sh->su.d, S = (size_t)sh->su.S;
+    if (s->V) return BN_OK;
+    BN_TRY(dalloc(sh, d * S, &s->V));
+    BN_TRY(dalloc(sh, S, &s->vg));
+    BN_TRY(dalloc(sh, d * S, &s->Vs));
+    BN_TRY(dalloc(sh, S, &s->vgs));
+    BN_TRY(dalloc(sh, n * S, &s->U));
+    BN_TRY(dalloc(sh, n * S, &s->R));
+    BN_TRY(dalloc(sh, n * S, &s->H2));
+    BN_TRY(dalloc(sh, (size_t)BN_HS_COUNT * S, &s->hs));
+    BN_TRY(dalloc(sh, S, &s->aw));
+    BN_TRY(dalloc(sh, S, &s->ag));
+    BN_TRY(dalloc(sh, d * S, &s->W));
+    BN_TRY(dalloc(sh, (size_t)BN_SC_COUNT * S, &s->ctl));
+    return BN_OK;
+}
+
+static void pw_set_free(bn_sharp *sh, pw_set *s)
+{
+    void *b[] = {s->V, s->vg, s->Vs, s->vgs, s->U, s->R, s->H2, s->hs, s->aw, s->ag, s->W, s->ctl};
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
+        if (b[i]) sh->be->ops->dealloc(sh->be, b[i]);
+    memset(s, 0, sizeof *s);
+}
+
+/* dst (count columns) ← the columns idx of src (m columns): every buffer of the set. */
+static bn_status pw_set_gather(bn_sharp *sh, const pw_set *src, int64_t m, const int64_t *idx, int64_t count,
+                               pw_set *dst)
+{
+    bn_backend *be = sh->be;
+    bn_status (*cp)(bn_backend *, int64_t, int64_t, const void *, int64_t, int64_t, const int64_t *, void *,
+                    int64_t, int64_t, const int64_t *) = be->ops->copy_columns;
+    int64_t n = sh->su.n, d = sh->su.d;
+    /* column-major: rows r, leading dimension r */
+    BN_TRY(cp(be, d, count, src->V, 1, d, idx, dst->V, 1, d, NULL));
+    BN_TRY(cp(be, d, count, src->Vs, 1, d, idx, dst->Vs, 1, d, NULL));
+    BN_TRY(cp(be, d, count, src->W, 1, d, idx, dst->W, 1, d, NULL));
+    BN_TRY(cp(be, n, count, src->U, 1, n, idx, dst->U, 1, n, NULL));
+    BN_TRY(cp(be, n, count, src->R, 1, n, idx, dst->R, 1, n, NULL));
+    BN_TRY(cp(be, n, count, src->H2, 1, n, idx, dst->H2, 1, n, NULL));
+    /* field-major: F fields of stride m → stride count */
+    BN_TRY(cp(be, BN_HS_COUNT, count, src->hs, m, 1, idx, dst->hs, count, 1, NULL));
+    BN_TRY(cp(be, BN_SC_COUNT, count, src->ctl, m, 1, idx, dst->ctl, count, 1, NULL));
+    BN_TRY(cp(be, 1, count, src->vg, m, 1, idx, dst->vg, count, 1, NULL));
+    BN_TRY(cp(be, 1, count, src->vgs, m, 1, idx, dst->vgs, count, 1, NULL));
+    BN_TRY(cp(be, 1, count, src->aw, m, 1, idx, dst->aw, count, 1, NULL));
+    return cp(be, 1, count, src->ag, m, 1, idx, dst->ag, count, 1, NULL);
+}
+
+/* One power iteration on the m columns of set s: HVP, power_update, the
+ * download of ctl[NV], ctl[MU] (stride m) to the host control block. */
+static bn_status pw_set_iteration(bn_sharp *sh, int op, const pw_set *s, int64_t m)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    int wt = (op & BN_SOP_WEIGHTED) != 0;
+    BN_TRY(be->ops->product_xw(be, su->n, su->d, m, su->Xc, s->V, sh->Udot));
+    BN_TRY(be->ops->hvp_columns(be, su->n, m, s->U, s->R, s->H2, s->hs, sh->Udot, s->vg, wt ? s->aw : NULL,
+                                wt ? s->ag : NULL, sh->Qdot, sh->xg));
+    BN_TRY(product_t(sh, m, sh->Qdot, sh->X));
+    BN_TRY(be->ops->power_update(be, su->d, m, s->V, s->vg, sh->X, sh->xg, s->W, (op & BN_SOP_PROJECT) != 0,
+                                 s->ctl));
+    return down(sh, sh->hctl + (size_t)BN_SC_NV * (size_t)m, at(sh, s->ctl, (size_t)BN_SC_NV * (size_t)m),
+                2 * (size_t)m);
+}
+
 bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64_t *iters,
                          int64_t *conv)
 {
@@ -304,58 +430,78 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
     BN_TRY(ensure_vec(sh, op));
     pw_col *col = malloc((size_t)S * sizeof *col);
     char *restart = malloc((size_t)S);
-    if (!col || !restart) {
+    int64_t *map = malloc((size_t)S * sizeof(int64_t)), *keep = malloc((size_t)S * sizeof(int64_t));
+    double *nvj = malloc((size_t)S * sizeof(double));
+    if (!col || !restart || !map || !keep || !nvj) {
         free(col);
         free(restart);
+        free(map);
+        free(keep);
+        free(nvj);
         return bn_fail(BN_ERR_NOMEM, "cannot allocate the power iteration");
     }
     bn_status st = bn_sharp_power_prepare(sh, op);
     double *sig = sh->sigma[op];
-    double *act = hc(sh, BN_SC_ACTIVE), *hsig = hc(sh, BN_SC_SIGMA), *nv = hc(sh, BN_SC_NV);
-    const double *mu = hc(sh, BN_SC_MU);
     for (int64_t j = 0; j < S; j++) {
         col[j] = (pw_col){.mu_prev = NAN, .d_prev = NAN, .best = -INFINITY, .it = 0, .active = 1};
         lam[j] = NAN;
         conv[j] = 0;
+        map[j] = j;
+        nvj[j] = 1;
     }
-    int64_t nactive = S;
+    /* The working batch: the full one, then, as columns converge, compacted
+     * ones (ping-pong between sh->cset[0] and [1]) holding the m columns
+     * map[0..m-1] that still iterate.  A column's arithmetic does not depend
+     * on its position or on the batch size (backend.h), so compaction changes
+     * the cost, not the results. */
+    pw_set cur;
+    pw_set_full(sh, op, &cur);
+    int cur_id = -1;
+    int can_compact = be->ops->copy_columns != NULL && !su->no_compact && S > 1;
+    int64_t m = S, nactive = S;
     const double tol = sh->tol;
     for (int64_t it = 0; st == BN_OK && it < su->maxiter && nactive > 0; it++) {
-        st = bn_sharp_power_iteration(sh, op);
+        st = pw_set_iteration(sh, op, &cur, m);
         if (st != BN_OK) break;
+        const double *nv = sh->hctl + (size_t)BN_SC_NV * (size_t)m, *mu = sh->hctl + (size_t)BN_SC_MU * (size_t)m;
         int any_restart = 0, changed = 0;
-        for (int64_t j = 0; j < S; j++) {
-            restart[j] = 0;
+        for (int64_t k = 0; k < m; k++) {
+            restart[k] = 0;
+            int64_t j = map[k];
             pw_col *c = &col[j];
             if (!c->active) continue;
             c->it++;
-            double m = mu[j], s = sig[j];
-            if (!isfinite(m)) { /* a non-finite state (or an overflow): nothing to report */
+            nvj[j] = nv[k];
+            double mk = mu[k], s = sig[j];
+            if (!isfinite(mk)) { /* a non-finite state (or an overflow): nothing to report */
                 lam[j] = NAN;
                 c->active = 0;
                 continue;
             }
-            if (m > c->best) c->best = m;
-            if (!(nv[j] > 0) || !isfinite(nv[j])) {
+            if (mk > c->best) c->best = mk;
+            if (!(nv[k] > 0) || !isfinite(nv[k])) {
                 /* (A - σI)v = 0: v is an eigenvector with eigenvalue σ = μ. */
                 lam[j] = c->best;
-                conv[j] = nv[j] == 0;
+                conv[j] = nv[k] == 0;
                 c->active = 0;
                 continue;
             }
-            double dm = m - c->mu_prev, gap = m - s;
-            double scale = fmax(fabs(m), fabs(gap));
+            double dm = mk - c->mu_prev, gap = mk - s;
+            double scale = fmax(fabs(mk), fabs(gap));
             if (gap < 0 && fabs(dm) <= 1e-2 * fabs(gap)) {
                 /* The dominant eigenvalue of A - σI is negative: shift to μ ≥ λ_min. */
-                sig[j] = m;
-                hsig[j] = m;
-                restart[j] = 1;
+                sig[j] = mk;
+                restart[k] = 1;
                 any_restart = 1;
                 c->mu_prev = c->d_prev = NAN;
                 continue;
             }
-            int ok = fabs(dm) <= tol * scale && gap >= 0;
-            if (ok && isfinite(c->d_prev) && c->d_prev != 0) {
+            /* Only with two changes seen (the extrapolation below needs their
+             * ratio): from a good warm start the first change alone can be
+             * small while the ratio is close to 1 (issue 7: accepted after 2
+             * HVPs, such a column was off by 5e-4 relative). */
+            int ok = fabs(dm) <= tol * scale && gap >= 0 && !isnan(c->d_prev);
+            if (ok && c->d_prev != 0) {
                 double rho = fabs(dm) / fabs(c->d_prev);
                 if (rho < 1) ok = fabs(dm) / (1 - rho) <= tol * scale;
             }
@@ -366,29 +512,69 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
                 continue;
             }
             c->d_prev = dm;
-            c->mu_prev = m;
+            c->mu_prev = mk;
         }
         nactive = 0;
-        for (int64_t j = 0; j < S; j++) nactive += col[j].active;
+        for (int64_t k = 0; k < m; k++) nactive += col[map[k]].active;
+        double *act = sh->hctl + (size_t)BN_SC_ACTIVE * (size_t)m;
         if (any_restart) {
             /* V ← Vsave for the shifted columns only. */
-            for (int64_t j = 0; j < S; j++) act[j] = restart[j];
-            st = ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1);
+            for (int64_t k = 0; k < m; k++) act[k] = restart[k];
+            st = up(sh, at(sh, cur.ctl, (size_t)BN_SC_ACTIVE * (size_t)m), act, (size_t)m);
             if (st == BN_OK)
-                st = be->ops->lanczos_extend(be, d, S, -1, sh->V[op], sh->vg[op], sh->Vsave, sh->vgsave,
-                                             sh->W, 0, su->seed, 0, sh->ctl, NULL);
-            for (int64_t j = 0; j < S; j++)
-                if (restart[j]) nv[j] = 1;
+                st = be->ops->lanczos_extend(be, d, m, -1, cur.V, cur.vg, cur.Vs, cur.vgs, cur.W, 0, su->seed, 0,
+                                             cur.ctl, NULL);
+            for (int64_t k = 0; k < m; k++)
+                if (restart[k]) nvj[map[k]] = 1;
             changed = 1;
         }
-        for (int64_t j = 0; j < S; j++) {
-            double a = col[j].active;
-            if (act[j] != a) changed = 1;
-            act[j] = a;
+        if (st == BN_OK && can_compact && nactive > 0 && nactive <= m - (m / 8 > 1 ? m / 8 : 1)) {
+            pw_set *dst = &sh->cset[cur_id == 0 ? 1 : 0];
+            st = pw_set_alloc(sh, dst);
+            if (st == BN_OK && cur_id >= 0) {
+                /* The columns of this batch leave it: their vectors go home (warm starts). */
+                st = be->ops->upload(be, sh->idx[0], map, (size_t)m * sizeof(int64_t));
+                if (st == BN_OK)
+                    st = be->ops->copy_columns(be, d, m, cur.V, 1, d, NULL, sh->V[op], 1, d, (const int64_t *)sh->idx[0]);
+                if (st == BN_OK)
+                    st = be->ops->copy_columns(be, 1, m, cur.vg, 1, 1, NULL, sh->vg[op], 1, 1, (const int64_t *)sh->idx[0]);
+            }
+            int64_t cnt = 0;
+            for (int64_t k = 0; k < m; k++)
+                if (col[map[k]].active) keep[cnt++] = k;
+            if (st == BN_OK) st = be->ops->upload(be, sh->idx[1], keep, (size_t)cnt * sizeof(int64_t));
+            if (st == BN_OK) st = pw_set_gather(sh, &cur, m, (const int64_t *)sh->idx[1], cnt, dst);
+            if (st != BN_OK) break;
+            for (int64_t k = 0; k < cnt; k++) map[k] = map[keep[k]];
+            m = cnt;
+            cur = *dst;
+            cur_id = cur_id == 0 ? 1 : 0;
+            sh->compactions++;
+            changed = 1;
         }
-        /* NV went down with MU and is current for every column; SIGMA changed
-         * only for restarted columns. */
-        if (st == BN_OK && changed && nactive > 0) st = ctl_up(sh, BN_SC_ACTIVE, BN_SC_NV + 1);
+        act = sh->hctl + (size_t)BN_SC_ACTIVE * (size_t)m;
+        for (int64_t k = 0; k < m; k++) {
+            double a = col[map[k]].active;
+            if (act[k] != a) changed = 1;
+            act[k] = a;
+        }
+        /* NV came down with MU; SIGMA changed only for restarted columns. */
+        if (st == BN_OK && changed && nactive > 0) {
+            double *hs_ = sh->hctl + (size_t)BN_SC_SIGMA * (size_t)m, *hn = sh->hctl + (size_t)BN_SC_NV * (size_t)m;
+            for (int64_t k = 0; k < m; k++) {
+                hs_[k] = sig[map[k]];
+                hn[k] = nvj[map[k]];
+            }
+            st = up(sh, cur.ctl, sh->hctl, (size_t)(BN_SC_NV + 1) * (size_t)m);
+        }
+    }
+    if (st == BN_OK && cur_id >= 0) {
+        /* The last batch's vectors go home. */
+        st = be->ops->upload(be, sh->idx[0], map, (size_t)m * sizeof(int64_t));
+        if (st == BN_OK)
+            st = be->ops->copy_columns(be, d, m, cur.V, 1, d, NULL, sh->V[op], 1, d, (const int64_t *)sh->idx[0]);
+        if (st == BN_OK)
+            st = be->ops->copy_columns(be, 1, m, cur.vg, 1, 1, NULL, sh->vg[op], 1, 1, (const int64_t *)sh->idx[0]);
     }
     for (int64_t j = 0; j < S; j++) {
         if (col[j].active) lam[j] = col[j].best; /* the best lower bound found */
@@ -397,6 +583,9 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
     }
     free(col);
     free(restart);
+    free(map);
+    free(keep);
+    free(nvj);
     return st;
 }
 
@@ -813,5 +1002,67 @@ bn_status bn_sharp_dense_eigs(const double *H, int64_t d, const double *w, doubl
     if (st == BN_OK) qsort(evals, (size_t)*count, sizeof(double), cmp_desc);
     free(M);
     free(hv);
+    return st;
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+/* The warm-start state (issue 6): per operator the shift σ, whether a warm
+ * vector exists and, if so, that vector (V d×S, vg S) as the backend holds it
+ * (its precision, bitwise).  Everything else of the engine is either
+ * configuration or scratch that each call rebuilds. */
+bn_status bn_sharp_ckpt_save(const bn_sharp *sh, bn_ckpt *c)
+{
+    bn_backend *be = sh->be;
+    size_t d = (size_t)sh->su.d, S = (size_t)sh->su.S;
+    int64_t dims[3] = {(int64_t)d, (int64_t)S, (int64_t)sh->rs};
+    BN_TRY(bn_ckpt_put(c, "sharp.eng.dims", dims, sizeof dims));
+    int64_t vinit[BN_SOP_COUNT];
+    for (int op = 0; op < BN_SOP_COUNT; op++) vinit[op] = sh->vinit[op] && sh->V[op] && sh->vg[op];
+    BN_TRY(bn_ckpt_put(c, "sharp.eng.vinit", vinit, sizeof vinit));
+    void *buf = malloc(d * S * sh->rs + 1);
+    if (!buf) return bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness checkpoint buffer");
+    bn_status st = BN_OK;
+    for (int op = 0; op < BN_SOP_COUNT && st == BN_OK; op++) {
+        st = bn_ckpt_put(c, "sharp.eng.sigma", sh->sigma[op], S * sizeof(double));
+        if (st != BN_OK || !vinit[op]) continue;
+        st = be->ops->download(be, buf, sh->V[op], d * S * sh->rs);
+        if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.V", buf, d * S * sh->rs);
+        if (st == BN_OK) st = be->ops->download(be, buf, sh->vg[op], S * sh->rs);
+        if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.vg", buf, S * sh->rs);
+    }
+    free(buf);
+    return st;
+}
+
+bn_status bn_sharp_ckpt_load(bn_sharp *sh, bn_ckpt *c)
+{
+    bn_backend *be = sh->be;
+    size_t d = (size_t)sh->su.d, S = (size_t)sh->su.S;
+    int64_t dims[3];
+    BN_TRY(bn_ckpt_get(c, "sharp.eng.dims", dims, sizeof dims));
+    if (dims[0] != (int64_t)d || dims[1] != (int64_t)S || dims[2] != (int64_t)sh->rs)
+        return bn_fail(BN_ERR_FORMAT,
+                       "checkpoint '%s': the sharpness engine was saved with dimension %lld, S=%lld, %lld-byte "
+                       "reals; this run has %lld, %lld, %lld",
+                       bn_ckpt_path(c), (long long)dims[0], (long long)dims[1], (long long)dims[2], (long long)d,
+                       (long long)S, (long long)sh->rs);
+    int64_t vinit[BN_SOP_COUNT];
+    BN_TRY(bn_ckpt_get(c, "sharp.eng.vinit", vinit, sizeof vinit));
+    void *buf = malloc(d * S * sh->rs + 1);
+    if (!buf) return bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness checkpoint buffer");
+    bn_status st = BN_OK;
+    for (int op = 0; op < BN_SOP_COUNT && st == BN_OK; op++) {
+        st = bn_ckpt_get(c, "sharp.eng.sigma", sh->sigma[op], S * sizeof(double));
+        sh->vinit[op] = 0;
+        if (st != BN_OK || !vinit[op]) continue;
+        st = ensure_vec(sh, op);
+        if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.V", buf, d * S * sh->rs);
+        if (st == BN_OK) st = be->ops->upload(be, sh->V[op], buf, d * S * sh->rs);
+        if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.vg", buf, S * sh->rs);
+        if (st == BN_OK) st = be->ops->upload(be, sh->vg[op], buf, S * sh->rs);
+        if (st == BN_OK) sh->vinit[op] = 1;
+    }
+    free(buf);
     return st;
 }

@@ -31,7 +31,15 @@
  *     restarts from its record's start vector; this may repeat;
  *   - convergence: relative change |μ_k - μ_{k-1}| ≤ tol·max(|μ_k|, |μ_k - σ|),
  *     and, once the changes shrink geometrically with ratio ρ < 1, the
- *     extrapolated remaining change |Δ|/(1-ρ) too; only with μ - σ ≥ 0.
+ *     extrapolated remaining change |Δ|/(1-ρ) too; only with μ - σ ≥ 0, and
+ *     only once two changes (three HVPs since the start or the last shift)
+ *     give ρ.  Note the scale: with a shift (|λ_min| ≫ λ_max), the error is
+ *     ~tol·|μ - σ|, which relative to λ_max itself can be 30× tol (measured,
+ *     bench/RESULTS.md);
+ *   - columns leave the batch when they converge (compaction, issue 7: the
+ *     backend op copy_columns gathers the still-active columns into a compact
+ *     batch, so the products cost what the active columns need; results are
+ *     bitwise those of the full batch);
  *   The start vector of a record is the previous record's final vector
  *   (warm start), projected on range(Π) and normalized; at the first record a
  *   deterministic pseudo-random vector (key = seed id).
@@ -67,6 +75,7 @@ typedef struct {
     int64_t n, d, S;
     int logistic;
     const void *Xc, *y;              /* backend buffers (n×d col-major, n), kept by the caller */
+    const void *XcT;                 /* optional: Xcᵀ (d×n col-major), used for Xcᵀ·Q if set */
     const double *eta_w, *eta_gamma; /* host, S each: P of the weighted operators (copied)   */
     uint64_t seed;                   /* column j's pseudo-random vectors use key seed + j      */
     double tol;                      /* power: relative change; Lanczos: Ritz residual / scale */
@@ -77,6 +86,11 @@ typedef struct {
      * GD keeps w's null-space part fixed, so the flag of w0 holds throughout). */
     int64_t rank;
     const unsigned char *w_in_rowspace;
+    /* Power iteration: 0 (default) = the columns that have converged leave the
+     * batch (compaction, when the backend has copy_columns); 1 = every column
+     * stays in the batch until the last one converges (the results are the
+     * same: for tests and benchmarks). */
+    int no_compact;
 } bn_sharp_setup;
 
 typedef struct bn_sharp bn_sharp;
@@ -102,6 +116,14 @@ bn_status bn_sharp_apply(bn_sharp *sh, int op, const void *V, const void *vg, vo
 bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64_t *iters,
                          int64_t *conv);
 
+/* The next bn_sharp_power of dst starts from src's last vector (normalized;
+ * projected then), not from dst's own: sharing between operators of one
+ * record (issue 7).  Nothing when src has no vector yet. */
+bn_status bn_sharp_power_warm_from(bn_sharp *sh, int dst, int src);
+
+/* How many times bn_sharp_power compacted its batch so far (tests). */
+int64_t bn_sharp_compactions(const bn_sharp *sh);
+
 /* The pieces of bn_sharp_power, for benchmarks: prepare sets the start
  * vectors and activates every column; one iteration is one HVP, the vector
  * update (power_update) and the O(S) download of the control block. */
@@ -122,7 +144,23 @@ bn_status bn_sharp_dense_hessian(bn_sharp *sh, int64_t j0, int64_t j1, double *H
 bn_status bn_sharp_dense_eigs(const double *H, int64_t d, const double *w, double eta_w,
                               double eta_gamma, int op, double *evals, int64_t *count);
 
-/* ------------------------------------------------------ records of a run */
+/* Checkpoints (issue 6; ckpt.h): the engine's warm-start state (shifts and
+ * warm vectors, bitwise in the backend precision), as consecutive sections;
+ * load into an engine created with the same setup and backend precision. */
+typedef struct bn_ckpt bn_ckpt;
+bn_status bn_sharp_ckpt_save(const bn_sharp *sh, bn_ckpt *c);
+bn_status bn_sharp_ckpt_load(bn_sharp *sh, bn_ckpt *c);
+
+/* ------------------------------------------------------ records of a run
+ *
+ * Per record (power method): λ_max of H, P^½HP^½ and the sphere operator.
+ * Issue 7: when n < d and every w0 lies in rowspace(Xc) (GD keeps it there),
+ * the engine runs in an orthonormal basis of the row space (dimension r+1
+ * instead of d+1; the d − r exact zeros are added back), which is exact and
+ * ~d/r times cheaper; and the sphere iteration starts from the unprojected
+ * operator's vector of the same record (sharpness_log.c).  Environment
+ * overrides for side-by-side benchmarks: BN_SHARP_FULL (engine in R^d),
+ * BN_SHARP_NO_COMPACT, BN_SHARP_NO_SHARE. */
 
 typedef struct bn_sharp_log bn_sharp_log;
 
@@ -144,5 +182,15 @@ bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void
 int bn_sharp_log_n_arrays(const bn_sharp_log *lg);
 bn_status bn_sharp_log_array(const bn_sharp_log *lg, int i, bn_sim_array *out);
 void bn_sharp_log_info(const bn_sharp_log *lg, bn_sharpness_info *info);
+/* Checkpoints (issue 6): the records written so far, the info counters and
+ * the engine's warm-start state.  Save after the sharpness record of some step
+ * t (before bn_sharp_log_at of any later step); load into a fresh log created
+ * with the same configuration, data and backend: the run then continues
+ * bitwise as the uninterrupted one. */
+bn_status bn_sharp_log_ckpt_save(const bn_sharp_log *lg, bn_ckpt *c);
+bn_status bn_sharp_log_ckpt_load(bn_sharp_log *lg, bn_ckpt *c);
+/* For tests and benchmarks: the engine's dimension (r with the reduced basis,
+ * else d). */
+int64_t bn_sharp_log_engine_dim(const bn_sharp_log *lg);
 
 #endif

@@ -1,6 +1,7 @@
 /* Sharpness records of a run (issue 3): the schedule, the per-record calls
  * into the engine (sharpness.c) and the record arrays of bnspike.h. */
 #include "sharpness.h"
+#include "ckpt.h"
 #include "linalg.h"
 
 #include <math.h>
@@ -38,6 +39,13 @@ struct bn_sharp_log {
     double *t_lam, *t_shift, *t_eigs;
     int64_t *t_iters, *t_conv;
     bn_sharpness_info info;
+    /* Reduced basis (issue 7): the engine works in the r-dimensional row space
+     * of Xc (see reduced_setup); 0 = off, the engine works in R^d. */
+    int64_t r;
+    int64_t nrec; /* records written: slots 0..nrec-1 */
+    int share;    /* the sphere iteration starts from its unprojected operator's vector */
+    void *Vb, *Xr, *XrT, *Wr; /* backend: V_r (r×d col-major), Xr = Xc·V_rᵀ (n×r) and Xrᵀ (r×n),
+                               * V_r·W (r×S); all through product_xw */
 };
 
 bn_status bn_sharp_validate(const bn_run_config *c, int64_t d)
@@ -77,6 +85,9 @@ void bn_sharp_log_free(bn_sharp_log *lg)
 {
     if (!lg) return;
     bn_sharp_free(lg->eng);
+    void *bufs[] = {lg->Vb, lg->Xr, lg->XrT, lg->Wr};
+    for (int i = 0; i < 4; i++)
+        if (bufs[i]) lg->be->ops->dealloc(lg->be, bufs[i]);
     for (int k = 0; k < K_COUNT; k++) free(lg->lam[k]);
     free(lg->steps);
     free(lg->iters);
@@ -121,6 +132,63 @@ static bn_status rowspace_facts(const bn_run_config *c, const double *xc, int64_
     }
     free(pw);
     bn_la_rowspace_free(rs);
+    return st;
+}
+
+/* The reduced basis (issue 7).  Every operator of sharpness.h is block
+ * diagonal: it acts on E = rowspace(Xc) ⊕ γ (through u = Xc·w) and vanishes on
+ * null(Xc) × {0}; PROJECT keeps this when ŵ ∈ rowspace(Xc).  With an
+ * orthonormal basis V_r (r×d) of the row space, the engine then runs on the
+ * data Xr = Xc·V_rᵀ (n×r) and the state V_r·w, in r+1 dimensions instead of
+ * d+1: the same nonzero eigenvalues (to rounding: the directions dropped by the
+ * numerical rank have s_i ≤ max(n,d)·ε·s_1), plus d - r exact zeros.  Used for
+ * the power method when r < d, every w0 lies in the row space (GD keeps it
+ * there: its updates are Xcᵀq) and the SVD is cheap (≤ ~1e9 flops). */
+static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, int64_t n, int64_t d, int64_t r,
+                               const double *basis)
+{
+    bn_backend *be = lg->be;
+    size_t rs = bn_real_size(be->precision);
+    int64_t S = lg->S;
+    double *xr = malloc((size_t)(n * r) * sizeof(double));
+    float *f = NULL;
+    if (!xr) return bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
+    /* xr row-major n×r: xr[i r + k] = Σ_l xc[i d + l]·V[k d + l] */
+    bn_la_gemm(0, 1, n, r, d, 1.0, xc, d, basis, d, 0.0, xr, r);
+    /* col-major copies: Xr (n×r), Xrᵀ (r×n) and V_r (r×d) */
+    size_t nr = (size_t)(n * r), dr = (size_t)(d * r);
+    double *cm = malloc((2 * nr + dr) * sizeof(double));
+    bn_status st = cm ? BN_OK : bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
+    double *xrc = cm, *xrt = cm + nr, *vrc = cm + 2 * nr;
+    for (int64_t i = 0; st == BN_OK && i < n; i++)
+        for (int64_t k = 0; k < r; k++) {
+            xrc[i + k * n] = xr[i * r + k];
+            xrt[k + i * r] = xr[i * r + k];
+        }
+    for (int64_t k = 0; st == BN_OK && k < r; k++)
+        for (int64_t l = 0; l < d; l++) vrc[k + l * r] = basis[k * d + l];
+    free(xr);
+    if (st == BN_OK) st = be->ops->alloc(be, nr * rs, &lg->Xr);
+    if (st == BN_OK) st = be->ops->alloc(be, nr * rs, &lg->XrT);
+    if (st == BN_OK) st = be->ops->alloc(be, dr * rs, &lg->Vb);
+    if (st == BN_OK) st = be->ops->alloc(be, (size_t)(r * S) * rs, &lg->Wr);
+    size_t big = nr > dr ? nr : dr;
+    if (st == BN_OK && be->precision == BN_FP32 && !(f = malloc(big * sizeof(float))))
+        st = bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
+    const double *src[3] = {xrc, xrt, vrc};
+    void *dst[3] = {lg->Xr, lg->XrT, lg->Vb};
+    size_t cnt[3] = {nr, nr, dr};
+    for (int q = 0; q < 3 && st == BN_OK; q++) {
+        if (f) {
+            for (size_t i = 0; i < cnt[q]; i++) f[i] = (float)src[q][i];
+            st = be->ops->upload(be, dst[q], f, cnt[q] * sizeof(float));
+        } else {
+            st = be->ops->upload(be, dst[q], src[q], cnt[q] * sizeof(double));
+        }
+    }
+    free(f);
+    free(cm);
+    if (st == BN_OK) lg->r = r;
     return st;
 }
 
@@ -184,21 +252,50 @@ bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n,
     int64_t rank = 0;
     unsigned char *inrow = NULL;
     bn_status st = BN_OK;
-    if (lmax > 0) {
+    double mn = (double)(n < d ? n : d), mx = (double)(n < d ? d : n);
+    /* BN_SHARP_FULL, BN_SHARP_NO_COMPACT and BN_SHARP_NO_SHARE (set: the
+     * engine in R^d; every column in the batch until the last converges; the
+     * sphere iteration from its own previous vector): the previous algorithm,
+     * for side-by-side benchmarks (bench_sharpness --runs) and tests. */
+    int try_reduce = lg->method == BN_SHARPNESS_POWER && n < d && mn * mn * mx <= 1e9 &&
+                     getenv("BN_SHARP_FULL") == NULL;
+    if (lmax > 0 || try_reduce) {
         inrow = malloc((size_t)S);
         st = inrow ? rowspace_facts(c, xc_host, n, d, w0_host, rank_hint, &rank, inrow)
                    : bn_fail(BN_ERR_NOMEM, "cannot allocate %lld flags", (long long)S);
     }
+    if (st == BN_OK && try_reduce) {
+        int all_in = 1;
+        for (int64_t j = 0; j < S; j++) all_in &= inrow[j] != 0;
+        bn_la_rowspace *rsp = NULL;
+        if (all_in) st = bn_la_rowspace_create(xc_host, n, d, 0.0, &rsp);
+        if (st == BN_OK && rsp && bn_la_rowspace_rank(rsp) >= 1 && bn_la_rowspace_rank(rsp) < d)
+            st = reduced_setup(lg, xc_host, n, d, bn_la_rowspace_rank(rsp), bn_la_rowspace_basis(rsp));
+        bn_la_rowspace_free(rsp);
+    }
     bn_sharp_setup su = {
         .n = n, .d = d, .S = S, .logistic = c->loss == BN_LOSS_LOGISTIC, .Xc = Xc, .y = y,
         .eta_w = eta_w, .eta_gamma = eta_gamma, .seed = c->seed, .tol = c->sharpness_tol,
-        .maxiter = c->sharpness_maxiter, .lanczos_max = lmax, .rank = rank, .w_in_rowspace = inrow};
+        .maxiter = c->sharpness_maxiter, .lanczos_max = lmax, .rank = rank, .w_in_rowspace = inrow,
+        .no_compact = getenv("BN_SHARP_NO_COMPACT") != NULL};
+    if (lg->r > 0) {
+        /* The engine in the row space: data Xr, dimension r, full rank, and
+         * every w (V_r·w) in its row space. */
+        su.d = lg->r;
+        su.Xc = lg->Xr;
+        su.XcT = lg->XrT;
+        su.rank = lg->r;
+        su.w_in_rowspace = NULL;
+        if (su.lanczos_max > lg->r + 1) su.lanczos_max = lg->r + 1;
+        lmax = su.lanczos_max;
+    }
     if (st == BN_OK) st = bn_sharp_create(be, &su, &lg->eng);
     free(inrow);
     if (st != BN_OK) {
         bn_sharp_log_free(lg);
         return st;
     }
+    lg->share = getenv("BN_SHARP_NO_SHARE") == NULL;
     lg->info.records = Rs;
     lg->info.tol_effective = bn_sharp_tol_effective(lg->eng);
     lg->info.eigs_maxiter = lmax;
@@ -278,18 +375,56 @@ static bn_status record_exact(bn_sharp_log *lg, int64_t r, const void *W)
     return st;
 }
 
+/* The top k of the values e[0..k) (descending, NaN past the reduced
+ * dimension) together with `zeros` exact zeros; a NaN first value (a
+ * non-finite state) stays. */
+static void merge_zeros(double *e, int64_t k, int64_t zeros)
+{
+    if (!isfinite(e[0])) return;
+    int64_t nf = 0;
+    while (nf < k && isfinite(e[nf])) nf++;
+    double tmp[64];
+    double *out = k <= 64 ? tmp : malloc((size_t)k * sizeof(double));
+    if (!out) return;
+    int64_t a = 0, z = zeros;
+    for (int64_t i = 0; i < k; i++) {
+        if (a < nf && (e[a] >= 0 || z == 0)) out[i] = e[a++];
+        else if (z > 0) { out[i] = 0; z--; }
+        else out[i] = NAN;
+    }
+    memcpy(e, out, (size_t)k * sizeof(double));
+    if (out != tmp) free(out);
+}
+
 bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void *gamma)
 {
     int64_t r = bn_record_slot(t, lg->T, lg->K);
     if (r < 0) return BN_OK;
     double t0 = now_seconds();
     int64_t S = lg->S, Rs = lg->Rs;
-    BN_TRY(bn_sharp_set_state(lg->eng, W, gamma));
+    if (lg->r > 0) {
+        BN_TRY(lg->be->ops->product_xw(lg->be, lg->r, lg->d, S, lg->Vb, W, lg->Wr));
+        BN_TRY(bn_sharp_set_state(lg->eng, lg->Wr, gamma));
+    } else {
+        BN_TRY(bn_sharp_set_state(lg->eng, W, gamma));
+    }
+    /* With the reduced basis, the d - r exact zeros outside it. */
+    int64_t zeros = lg->r > 0 ? lg->d - lg->r : 0;
     if (lg->method == BN_SHARPNESS_EXACT) {
         BN_TRY(record_exact(lg, r, W));
     } else {
         for (int q = 0; q < K_COUNT; q++) {
+            if (q == K_SPHERE && lg->share) {
+                /* The sphere operator Π A Π starts from A's vector of this
+                 * record (A = P^½HP^½, or H for the plain sphere), projected:
+                 * its eigenvalues interlace A's, and when A's top eigenvector
+                 * u is nearly ⊥ ŵ, Πu is nearly the sphere's top one; when it
+                 * is not, the iteration proceeds from Πu as from any start. */
+                BN_TRY(bn_sharp_power_warm_from(lg->eng, lg->ops[K_SPHERE], lg->ops[K_SPHERE] & ~BN_SOP_PROJECT));
+            }
             BN_TRY(bn_sharp_power(lg->eng, lg->ops[q], lg->t_lam, lg->t_shift, lg->t_iters, lg->t_conv));
+            for (int64_t j = 0; j < S && zeros > 0; j++)
+                if (lg->t_lam[j] < 0) lg->t_lam[j] = 0; /* (NaN stays) */
             for (int64_t j = 0; j < S; j++) {
                 size_t at = (size_t)j * (size_t)Rs + (size_t)r;
                 lg->lam[q][at] = lg->t_lam[j];
@@ -302,6 +437,7 @@ bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void
         }
         if (lg->k > 0) {
             BN_TRY(bn_sharp_lanczos(lg->eng, lg->eig_op, lg->k, lg->t_eigs, lg->t_iters, lg->t_conv));
+            for (int64_t j = 0; j < S && zeros > 0; j++) merge_zeros(lg->t_eigs + j * lg->k, lg->k, zeros);
             for (int64_t j = 0; j < S; j++) {
                 size_t at = (size_t)j * (size_t)Rs + (size_t)r;
                 memcpy(lg->eigs + at * (size_t)lg->k, lg->t_eigs + j * lg->k, (size_t)lg->k * sizeof(double));
@@ -312,6 +448,7 @@ bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void
         }
     }
     lg->info.seconds += now_seconds() - t0;
+    lg->nrec = r + 1;
     return BN_OK;
 }
 
@@ -346,4 +483,80 @@ void bn_sharp_log_info(const bn_sharp_log *lg, bn_sharpness_info *info)
         return;
     }
     *info = lg->info;
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+int64_t bn_sharp_log_engine_dim(const bn_sharp_log *lg) { return lg->r > 0 ? lg->r : lg->d; }
+
+/* One S×Rs×w array (row-major by trajectory), the first nrec records of each
+ * trajectory, packed S×nrec×w. */
+static bn_status put_packed(const bn_sharp_log *lg, bn_ckpt *c, const char *tag, const void *a, size_t w,
+                            size_t elem)
+{
+    size_t S = (size_t)lg->S, Rs = (size_t)lg->Rs, nr = (size_t)lg->nrec;
+    size_t row = nr * w * elem;
+    char *buf = malloc(S * row + 1);
+    if (!buf) return bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness checkpoint buffer");
+    for (size_t j = 0; j < S; j++) memcpy(buf + j * row, (const char *)a + j * Rs * w * elem, row);
+    bn_status st = bn_ckpt_put(c, tag, buf, S * row);
+    free(buf);
+    return st;
+}
+
+static bn_status get_packed(bn_sharp_log *lg, bn_ckpt *c, const char *tag, void *a, size_t w, size_t elem)
+{
+    size_t S = (size_t)lg->S, Rs = (size_t)lg->Rs, nr = (size_t)lg->nrec;
+    size_t row = nr * w * elem;
+    const void *p = NULL;
+    size_t bytes = 0;
+    BN_TRY(bn_ckpt_get_any(c, tag, &p, &bytes));
+    if (bytes != S * row)
+        return bn_fail(BN_ERR_FORMAT, "checkpoint '%s': section '%s' has %zu bytes, expected %zu", bn_ckpt_path(c),
+                       tag, bytes, S * row);
+    for (size_t j = 0; j < S; j++) memcpy((char *)a + j * Rs * w * elem, (const char *)p + j * row, row);
+    return BN_OK;
+}
+
+bn_status bn_sharp_log_ckpt_save(const bn_sharp_log *lg, bn_ckpt *c)
+{
+    int64_t head[6] = {lg->S, lg->Rs, lg->k, lg->method, lg->r, lg->nrec};
+    BN_TRY(bn_ckpt_put(c, "sharp.head", head, sizeof head));
+    BN_TRY(bn_ckpt_put(c, "sharp.info", &lg->info, sizeof lg->info));
+    for (int q = 0; q < K_COUNT; q++) BN_TRY(put_packed(lg, c, "sharp.lam", lg->lam[q], 1, sizeof(double)));
+    BN_TRY(put_packed(lg, c, "sharp.iters", lg->iters, K_COUNT, sizeof(int64_t)));
+    BN_TRY(put_packed(lg, c, "sharp.conv", lg->conv, K_COUNT, sizeof(int64_t)));
+    BN_TRY(put_packed(lg, c, "sharp.shift", lg->shift, K_COUNT, sizeof(double)));
+    if (lg->k > 0) {
+        BN_TRY(put_packed(lg, c, "sharp.eigs", lg->eigs, (size_t)lg->k, sizeof(double)));
+        BN_TRY(put_packed(lg, c, "sharp.eig_iters", lg->eig_iters, 1, sizeof(int64_t)));
+        BN_TRY(put_packed(lg, c, "sharp.eig_conv", lg->eig_conv, 1, sizeof(int64_t)));
+    }
+    return bn_sharp_ckpt_save(lg->eng, c);
+}
+
+bn_status bn_sharp_log_ckpt_load(bn_sharp_log *lg, bn_ckpt *c)
+{
+    int64_t head[6];
+    BN_TRY(bn_ckpt_get(c, "sharp.head", head, sizeof head));
+    if (head[0] != lg->S || head[1] != lg->Rs || head[2] != lg->k || head[3] != lg->method || head[4] != lg->r ||
+        head[5] < 0 || head[5] > lg->Rs)
+        return bn_fail(BN_ERR_FORMAT,
+                       "checkpoint '%s': sharpness records of S=%lld, %lld records, eigs %lld, method %lld, basis "
+                       "%lld; this run has %lld, %lld, %lld, %d, %lld",
+                       bn_ckpt_path(c), (long long)head[0], (long long)head[1], (long long)head[2],
+                       (long long)head[3], (long long)head[4], (long long)lg->S, (long long)lg->Rs,
+                       (long long)lg->k, lg->method, (long long)lg->r);
+    lg->nrec = head[5];
+    BN_TRY(bn_ckpt_get(c, "sharp.info", &lg->info, sizeof lg->info));
+    for (int q = 0; q < K_COUNT; q++) BN_TRY(get_packed(lg, c, "sharp.lam", lg->lam[q], 1, sizeof(double)));
+    BN_TRY(get_packed(lg, c, "sharp.iters", lg->iters, K_COUNT, sizeof(int64_t)));
+    BN_TRY(get_packed(lg, c, "sharp.conv", lg->conv, K_COUNT, sizeof(int64_t)));
+    BN_TRY(get_packed(lg, c, "sharp.shift", lg->shift, K_COUNT, sizeof(double)));
+    if (lg->k > 0) {
+        BN_TRY(get_packed(lg, c, "sharp.eigs", lg->eigs, (size_t)lg->k, sizeof(double)));
+        BN_TRY(get_packed(lg, c, "sharp.eig_iters", lg->eig_iters, 1, sizeof(int64_t)));
+        BN_TRY(get_packed(lg, c, "sharp.eig_conv", lg->eig_conv, 1, sizeof(int64_t)));
+    }
+    return bn_sharp_ckpt_load(lg->eng, c);
 }

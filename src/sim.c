@@ -716,8 +716,7 @@ bn_status bn_sim_ckpt_save(bn_sim *sim, bn_ckpt *c)
     for (int f = 0; f < F_COUNT; f++) BN_TRY(bn_ckpt_put(c, "sim.records", sim->rec_by_slot[f], sr * sizeof(double)));
     double wall = sim->wall_before + now_seconds() - sim->t_start;
     BN_TRY(bn_ckpt_put(c, "sim.wall", &wall, sizeof wall));
-    if (sim->sharp) return bn_fail(BN_ERR_ARG, "checkpoints of runs with sharpness records are not supported yet");
-    return BN_OK;
+    return sim->sharp ? bn_sharp_log_ckpt_save(sim->sharp, c) : BN_OK;
 }
 
 bn_status bn_sim_ckpt_load(bn_sim *sim, bn_ckpt *c)
@@ -746,6 +745,7 @@ bn_status bn_sim_ckpt_load(bn_sim *sim, bn_ckpt *c)
     for (int f = 0; f < F_COUNT; f++)
         BN_TRY(bn_ckpt_get(c, "sim.records", sim->restored_rec + (size_t)f * sr, sr * sizeof(double)));
     BN_TRY(bn_ckpt_get(c, "sim.wall", &sim->wall_before, sizeof sim->wall_before));
+    if (sim->sharp) BN_TRY(bn_sharp_log_ckpt_load(sim->sharp, c));
     BN_TRY(be->ops->synchronize(be));
     sim->start_step = step;
     return BN_OK;

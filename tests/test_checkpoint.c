@@ -61,6 +61,16 @@ static void assert_same_run(const run_objs *a, const run_objs *b)
                       "event %lld of trajectory %lld differs", (long long)k, (long long)j);
         cr_assert(memcmp(bn_events_summary(ea, j), bn_events_summary(eb, j), sizeof(bn_traj_summary)) == 0);
     }
+    cr_assert_eq(bn_sim_n_sharpness_arrays(a->sim), bn_sim_n_sharpness_arrays(b->sim));
+    for (int i = 0; i < bn_sim_n_sharpness_arrays(a->sim); i++) {
+        bn_sim_array x, y;
+        cr_assert_eq(bn_sim_sharpness_array(a->sim, i, &x), BN_OK);
+        cr_assert_eq(bn_sim_sharpness_array(b->sim, i, &y), BN_OK);
+        int64_t len = x.shape[0] * (x.ndim > 1 ? x.shape[1] : 1) * (x.ndim > 2 ? x.shape[2] : 1);
+        cr_assert(memcmp(x.f64 ? (const void *)x.f64 : (const void *)x.i64,
+                         y.f64 ? (const void *)y.f64 : (const void *)y.i64, (size_t)len * 8) == 0,
+                  "sharpness array %s differs after the resume", x.name);
+    }
     int64_t d = bn_sim_dim(a->sim);
     cr_assert(memcmp(bn_sim_w_final(a->sim), bn_sim_w_final(b->sim), (size_t)(S * d) * sizeof(double)) == 0);
     cr_assert(memcmp(bn_sim_gamma_final(a->sim), bn_sim_gamma_final(b->sim), (size_t)S * sizeof(double)) == 0);
@@ -68,6 +78,7 @@ static void assert_same_run(const run_objs *a, const run_objs *b)
 }
 
 static bn_backend_kind g_backend = BN_BACKEND_CPU;
+static int64_t g_sharpness_every = 0;
 
 static void demo_setup(bn_run_config *cfg, bn_dataset **ds, bn_precision prec)
 {
@@ -77,6 +88,7 @@ static void demo_setup(bn_run_config *cfg, bn_dataset **ds, bn_precision prec)
     cfg->seeds = 3;
     cfg->precision = prec;
     cfg->threads = 1;
+    cfg->sharpness_every = g_sharpness_every;
     cr_assert_eq(bn_dataset_generate(TS_DEMO_SPEC, cfg->loss, ds), BN_OK);
 }
 
@@ -122,6 +134,15 @@ Test(checkpoint, resume_fp64_inside_edge) { stop_and_resume(BN_FP64, 3, 24); }
 Test(checkpoint, resume_fp64_after_spike) { stop_and_resume(BN_FP64, 45, 90); }
 Test(checkpoint, resume_fp32_inside_edge) { stop_and_resume(BN_FP32, 4, 30); }
 
+/* With sharpness records: the warm starts and records so far come back too. */
+Test(checkpoint, resume_with_sharpness)
+{
+    g_sharpness_every = 5;
+    stop_and_resume(BN_FP64, 10, 27);
+    stop_and_resume(BN_FP32, 7, 40);
+    g_sharpness_every = 0;
+}
+
 #ifdef BN_HAVE_CUDA
 #include "cuda/bn_cuda_extra.h"
 #endif
@@ -139,6 +160,9 @@ Test(cuda, checkpoint_resume_bitwise)
     g_backend = BN_BACKEND_CUDA;
     stop_and_resume(BN_FP64, 3, 24);
     stop_and_resume(BN_FP32, 10, 40);
+    g_sharpness_every = 5;
+    stop_and_resume(BN_FP64, 10, 27);
+    g_sharpness_every = 0;
     g_backend = BN_BACKEND_CPU;
 }
 
@@ -346,17 +370,28 @@ Test(checkpoint, cli_resume_refusals)
 }
 
 /* Resource refusals come before anything is allocated or written. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TS_ASAN 1 /* ASan maps terabytes of shadow memory: no ulimit -v */
+#else
+#define TS_ASAN 0
+#endif
 Test(checkpoint, cli_memory_and_disk_refusals, .timeout = 120)
 {
     char *dir = ts_tmpdir(), cmd[4096], *out = NULL;
+    int rc;
+    if (TS_ASAN) {
+        cr_log_warn("cli_memory_and_disk_refusals: the ulimit -v check is skipped under ASan");
+        goto disk;
+    }
     /* ~9 GiB of records under a 3 GiB address-space limit. */
     snprintf(cmd, sizeof cmd,
              "ulimit -v 3000000; %s run --data whitened:n=400,d=20,seed=1 --steps 2000 --seeds 20000 --every 1 "
              "--backend cpu --quiet --out %s/mem",
              ts_cli(), dir);
-    int rc = ts_run(cmd, &out);
+    rc = ts_run(cmd, &out);
     cr_assert(rc == 1 && strstr(out, "of host memory") && strstr(out, "ulimit -v"), "rc %d: %s", rc, out);
     free(out);
+disk:
     /* A file-size limit: the write fails with a message, no file is left. */
     snprintf(cmd, sizeof cmd,
              "mkdir -p %s/fs && echo keep > %s/fs/trajectories.npz && (ulimit -f 1000; %s run " RUN_ARGS

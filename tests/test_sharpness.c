@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt.h"
 #include "linalg.h"
 #include "rng.h"
 #include "sharpness.h"
@@ -56,13 +57,18 @@ static void *dev(bn_backend *be, size_t count)
     return p;
 }
 
+/* 1: engines of fx_open keep every column in the power iteration's batch. */
+static int fx_no_compact = 0;
+/* The backend of fx_open (tests of the CUDA backend set it, then reset it). */
+static bn_backend_kind fx_kind = BN_BACKEND_CPU;
+
 /* Xc: n×d row-major; W: S×d row-major; etas may be NULL (0.9 / 0.05). */
 static void fx_open(fx *f, bn_precision prec, const double *xc, const double *y, int64_t n, int64_t d,
                     int logistic, int64_t S, const double *W, const double *gam, const double *eta_w,
                     const double *eta_g, double tol, int64_t maxiter, int64_t lanczos_max, uint64_t seed)
 {
     memset(f, 0, sizeof *f);
-    cr_assert_eq(bn_backend_open(BN_BACKEND_CPU, prec, 1, 0, &f->be), BN_OK);
+    cr_assert_eq(bn_backend_open(fx_kind, prec, 1, 0, &f->be), BN_OK, "%s", bn_last_error());
     f->n = n;
     f->d = d;
     f->S = S;
@@ -104,7 +110,8 @@ static void fx_open(fx *f, bn_precision prec, const double *xc, const double *y,
     bn_sharp_setup su = {.n = n, .d = d, .S = S, .logistic = logistic, .Xc = f->dX, .y = f->dy,
                          .eta_w = ew, .eta_gamma = eg, .seed = seed, .tol = tol,
                          .maxiter = maxiter, .lanczos_max = lanczos_max,
-                         .rank = bn_la_rowspace_rank(rsp), .w_in_rowspace = inrow};
+                         .rank = bn_la_rowspace_rank(rsp), .w_in_rowspace = inrow,
+                         .no_compact = fx_no_compact};
     bn_status st = bn_sharp_create(f->be, &su, &f->sh);
     cr_assert_eq(st, BN_OK, "bn_sharp_create: %s", bn_last_error());
     cr_assert_eq(bn_sharp_set_state(f->sh, f->dW, f->dgam), BN_OK);
@@ -757,4 +764,393 @@ Test(sharpness, cli_writes_arrays_and_settings)
     free(out);
     ts_rmdir(dir);
     free(dir);
+}
+
+/* ------------------------------------------ issue 7: compaction, basis */
+
+/* Compaction (converged columns leave the power iteration's batch) changes
+ * the cost, not the results: every column's arithmetic is independent of its
+ * position and of the batch size, so λ, shifts, HVP counts, converged flags
+ * and the warm starts of the next call are the same bits as with the full
+ * batch.  The states differ widely so that columns converge at different
+ * iterations (and some need the shift: make_negative). */
+Test(sharpness, compaction_is_bitwise_the_full_batch)
+{
+    for (int logistic = 0; logistic <= 1; logistic++) {
+        ts_problem p;
+        ts_problem_make(&p, 40, 70, logistic, 91);
+        enum { S = 9 };
+        int64_t d = 70;
+        double *W = malloc(sizeof(double) * S * 70), gam[S], ew[S], eg[S];
+        make_states(&p, S, W, gam, 23);
+        make_negative(&p, W + 4 * d, &gam[4]);
+        for (int j = 0; j < S; j++) {
+            ew[j] = 0.2 + 0.3 * j;
+            eg[j] = j == 2 ? 0.0 : 0.05 * j;
+        }
+        fx a, b;
+        fx_no_compact = 1;
+        fx_open(&a, BN_FP64, p.xc, p.y, 40, d, logistic, S, W, gam, ew, eg, 1e-9, 4000, 0, 41);
+        fx_no_compact = 0;
+        fx_open(&b, BN_FP64, p.xc, p.y, 40, d, logistic, S, W, gam, ew, eg, 1e-9, 4000, 0, 41);
+        for (int round = 0; round < 2; round++) {
+            if (round == 1) { /* a new state: the warm starts of round 0 matter */
+                for (int64_t i = 0; i < S * d; i++) W[i] *= 1.01;
+                up_any(a.be, a.dW, W, (size_t)(S * d));
+                up_any(b.be, b.dW, W, (size_t)(S * d));
+                cr_assert_eq(bn_sharp_set_state(a.sh, a.dW, a.dgam), BN_OK);
+                cr_assert_eq(bn_sharp_set_state(b.sh, b.dW, b.dgam), BN_OK);
+            }
+            for (int op = 0; op < BN_SOP_COUNT; op++) {
+                double la[S], lb[S], sa[S], sb[S];
+                int64_t ia[S], ib[S], ca[S], cb[S];
+                cr_assert_eq(bn_sharp_power(a.sh, op, la, sa, ia, ca), BN_OK, "%s", bn_last_error());
+                cr_assert_eq(bn_sharp_power(b.sh, op, lb, sb, ib, cb), BN_OK, "%s", bn_last_error());
+                int64_t imin = ia[0], imax = ia[0];
+                for (int j = 0; j < S; j++) {
+                    cr_expect_eq(memcmp(&la[j], &lb[j], sizeof(double)), 0, "round %d op %d col %d: λ %.17g vs %.17g",
+                                 round, op, j, la[j], lb[j]);
+                    cr_expect_eq(memcmp(&sa[j], &sb[j], sizeof(double)), 0, "round %d op %d col %d: shift", round, op, j);
+                    cr_expect_eq(ia[j], ib[j], "round %d op %d col %d: %lld vs %lld HVPs", round, op, j,
+                                 (long long)ia[j], (long long)ib[j]);
+                    cr_expect_eq(ca[j], cb[j], "round %d op %d col %d: converged flag", round, op, j);
+                    cr_expect_eq(cb[j], 1, "round %d op %d col %d did not converge", round, op, j);
+                    imin = ia[j] < imin ? ia[j] : imin;
+                    imax = ia[j] > imax ? ia[j] : imax;
+                }
+                if (round == 0) cr_expect_lt(imin, imax, "op %d: every column took %lld HVPs", op, (long long)imin);
+            }
+        }
+        cr_expect_eq(bn_sharp_compactions(a.sh), 0);
+        cr_expect_gt(bn_sharp_compactions(b.sh), 4, "only %lld compactions", (long long)bn_sharp_compactions(b.sh));
+        free(W);
+        fx_close(&a);
+        fx_close(&b);
+        ts_problem_free(&p);
+    }
+}
+
+/* A column that hits maxiter is reported as not converged, compacted or not,
+ * and keeps its best lower bound. */
+Test(sharpness, compaction_reports_unconverged_columns)
+{
+    ts_problem p;
+    ts_problem_make(&p, 40, 70, 0, 93);
+    enum { S = 6 };
+    double *W = malloc(sizeof(double) * S * 70), gam[S];
+    make_states(&p, S, W, gam, 29);
+    fx a;
+    fx_open(&a, BN_FP64, p.xc, p.y, 40, 70, 0, S, W, gam, NULL, NULL, 1e-14, 3, 0, 43);
+    double lam[S], sh[S];
+    int64_t it[S], cv[S];
+    cr_assert_eq(bn_sharp_power(a.sh, BN_SOP_WEIGHTED, lam, sh, it, cv), BN_OK);
+    for (int j = 0; j < S; j++) {
+        cr_expect_eq(it[j], 3);
+        cr_expect_eq(cv[j], 0);
+        cr_expect(isfinite(lam[j]));
+    }
+    free(W);
+    fx_close(&a);
+    ts_problem_free(&p);
+}
+
+static bn_sim *run_sim2(const bn_dataset *ds, bn_loss loss, int method, int64_t eigs, int64_t S, double tol)
+{
+    bn_run_config c;
+    bn_run_config_default(&c);
+    c.loss = loss;
+    c.backend = BN_BACKEND_CPU;
+    c.threads = 1;
+    c.steps = 30;
+    c.every = 5;
+    c.seeds = S;
+    c.sharpness_every = 5;
+    c.sharpness_method = method;
+    c.sharpness_tol = tol;
+    c.sharpness_maxiter = 5000;
+    c.eigs = eigs;
+    bn_sim *sim = NULL;
+    cr_assert_eq(bn_sim_create(ds, &c, &sim), BN_OK, "%s", bn_last_error());
+    cr_assert_eq(bn_sim_run(sim, NULL, NULL), BN_OK, "%s", bn_last_error());
+    return sim;
+}
+
+/* The reduced basis (n < d, w in the row space: the engine works in the
+ * r-dimensional row space of Xc) gives the exact method's eigenvalues,
+ * including the zeros of the null space (eigs) and a λ_max of 0 when the
+ * nonzero spectrum is negative, and the full-space engine's (BN_SHARP_FULL). */
+Test(sharpness, reduced_basis_matches_exact_and_full)
+{
+    for (int logistic = 0; logistic <= 1; logistic++) {
+        bn_dataset *ds = NULL;
+        bn_loss loss = logistic ? BN_LOSS_LOGISTIC : BN_LOSS_SQUARE;
+        cr_assert_eq(bn_dataset_generate(logistic ? "active-margin:n=20,d=48,seed=5" : "hilbert:n=16,d=60,noise=0.01,seed=3",
+                                         loss, &ds), BN_OK, "%s", bn_last_error());
+        bn_sim *red = run_sim2(ds, loss, BN_SHARPNESS_POWER, 4, 3, 1e-11);
+        setenv("BN_SHARP_FULL", "1", 1);
+        bn_sim *full = run_sim2(ds, loss, BN_SHARPNESS_POWER, 4, 3, 1e-11);
+        unsetenv("BN_SHARP_FULL");
+        bn_sim *ex = run_sim2(ds, loss, BN_SHARPNESS_EXACT, 4, 3, 1e-11);
+        const char *names[] = {"sharpness", "sharpness_weighted", "sharpness_sphere", "eigs"};
+        for (int q = 0; q < 4; q++) {
+            bn_sim_array a, b, e;
+            cr_assert_eq(bn_sim_sharpness_find(red, names[q], &a), BN_OK);
+            cr_assert_eq(bn_sim_sharpness_find(full, names[q], &b), BN_OK);
+            cr_assert_eq(bn_sim_sharpness_find(ex, names[q], &e), BN_OK);
+            int64_t len = a.shape[0] * a.shape[1] * (a.ndim == 3 ? a.shape[2] : 1);
+            double scale = ts_max_abs(e.f64, len);
+            for (int64_t i = 0; i < len; i++) {
+                cr_expect_leq(fabs(a.f64[i] - e.f64[i]), 1e-8 * scale, "%s %s[%lld]: reduced %.12g exact %.12g",
+                              logistic ? "logistic" : "square", names[q], (long long)i, a.f64[i], e.f64[i]);
+                cr_expect_leq(fabs(a.f64[i] - b.f64[i]), 1e-8 * scale, "%s %s[%lld]: reduced %.12g full %.12g",
+                              logistic ? "logistic" : "square", names[q], (long long)i, a.f64[i], b.f64[i]);
+            }
+        }
+        bn_sim_array it;
+        cr_assert_eq(bn_sim_sharpness_find(red, "sharpness_converged", &it), BN_OK);
+        for (int64_t i = 0; i < it.shape[0] * it.shape[1] * 3; i++) cr_expect_eq(it.i64[i], 1);
+        bn_sim_free(red);
+        bn_sim_free(full);
+        bn_sim_free(ex);
+        bn_dataset_free(ds);
+    }
+}
+
+/* ------------------------------------------------- issue 6: checkpoints */
+
+typedef struct {
+    bn_backend *be;
+    void *dX, *dy, *dW, *dgam;
+    bn_sharp_log *lg;
+} ck_fx;
+
+static void ck_open(ck_fx *f, const bn_run_config *c, const ts_problem *p, const double *w0)
+{
+    int64_t n = p->n, d = p->d, S = c->seeds;
+    memset(f, 0, sizeof *f);
+    cr_assert_eq(bn_backend_open(BN_BACKEND_CPU, c->precision, 1, 0, &f->be), BN_OK);
+    f->dX = dev(f->be, (size_t)(n * d));
+    f->dy = dev(f->be, (size_t)n);
+    f->dW = dev(f->be, (size_t)(d * S));
+    f->dgam = dev(f->be, (size_t)S);
+    double *cm = malloc((size_t)(n * d) * sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < d; k++) cm[i + k * n] = p->xc[i * d + k];
+    up_any(f->be, f->dX, cm, (size_t)(n * d));
+    free(cm);
+    up_any(f->be, f->dy, p->y, (size_t)n);
+    double ew[8], eg[8];
+    for (int64_t j = 0; j < S; j++) {
+        ew[j] = 0.5 + 0.1 * (double)j;
+        eg[j] = 0.05 * (double)j;
+    }
+    bn_status st = bn_sharp_log_create(f->be, c, n, d, f->dX, f->dy, ew, eg, p->xc, w0, 0, &f->lg);
+    cr_assert_eq(st, BN_OK, "%s", bn_last_error());
+}
+
+static void ck_close(ck_fx *f)
+{
+    bn_sharp_log_free(f->lg);
+    void *b[] = {f->dX, f->dy, f->dW, f->dgam};
+    for (int i = 0; i < 4; i++) f->be->ops->dealloc(f->be, b[i]);
+    bn_backend_close(f->be);
+}
+
+/* The state of "step" t: w0 moved along the row space (so it stays there). */
+static void ck_state(ck_fx *f, const ts_problem *p, const double *w0, int64_t S, int64_t t)
+{
+    int64_t n = p->n, d = p->d;
+    double *W = malloc((size_t)(S * d) * sizeof(double)), gam[8];
+    for (int64_t j = 0; j < S; j++) {
+        for (int64_t k = 0; k < d; k++) {
+            double g = 0;
+            for (int64_t i = 0; i < n; i++) g += p->xc[i * d + k] * sin(0.1 * (double)(i * (j + 1)) + 0.01 * (double)t);
+            W[j * d + k] = w0[j * d + k] + 0.02 * (double)t * g / (double)n;
+        }
+        gam[j] = 0.5 + 0.05 * (double)j + 0.01 * (double)t;
+    }
+    /* W: S×d row-major = d×S column-major */
+    up_any(f->be, f->dW, W, (size_t)(S * d));
+    up_any(f->be, f->dgam, gam, (size_t)S);
+    free(W);
+}
+
+static void ck_compare(const bn_sharp_log *a, const bn_sharp_log *b, const char *what)
+{
+    int na = bn_sharp_log_n_arrays(a);
+    cr_assert_eq(na, bn_sharp_log_n_arrays(b));
+    for (int i = 0; i < na; i++) {
+        bn_sim_array x, y;
+        cr_assert_eq(bn_sharp_log_array(a, i, &x), BN_OK);
+        cr_assert_eq(bn_sharp_log_array(b, i, &y), BN_OK);
+        int64_t len = x.shape[0] * (x.ndim >= 2 ? x.shape[1] : 1) * (x.ndim == 3 ? x.shape[2] : 1);
+        const void *px = x.f64 ? (const void *)x.f64 : (const void *)x.i64;
+        const void *py = y.f64 ? (const void *)y.f64 : (const void *)y.i64;
+        cr_expect_eq(memcmp(px, py, (size_t)len * 8), 0, "%s: array %s differs after the resume", what, x.name);
+    }
+    bn_sharpness_info ia, ib;
+    bn_sharp_log_info(a, &ia);
+    bn_sharp_log_info(b, &ib);
+    ia.seconds = ib.seconds = 0;
+    cr_expect_eq(memcmp(&ia, &ib, sizeof ia), 0, "%s: info differs", what);
+}
+
+/* Save after the record of step 10, load into a fresh log, continue both:
+ * the records are the same bits (fp64 and fp32; reduced basis (n < d) and
+ * full (n > d); with and without eigs; the exact method). */
+Test(sharpness, checkpoint_resume_is_bitwise)
+{
+    struct { int64_t n, d; bn_precision prec; int64_t eigs; int method; } cases[] = {
+        {24, 40, BN_FP64, 0, BN_SHARPNESS_POWER}, {24, 40, BN_FP32, 3, BN_SHARPNESS_POWER},
+        {40, 24, BN_FP64, 2, BN_SHARPNESS_POWER}, {20, 16, BN_FP64, 2, BN_SHARPNESS_EXACT}};
+    const char *path = "/tmp/bnspike_test_sharp_ckpt.bin";
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        ts_problem p;
+        ts_problem_make(&p, cases[ci].n, cases[ci].d, 0, 200 + ci);
+        int64_t S = 4, d = p.d;
+        bn_run_config c;
+        bn_run_config_default(&c);
+        c.seeds = S;
+        c.steps = 40;
+        c.precision = cases[ci].prec;
+        c.sharpness_every = 10;
+        c.sharpness_method = cases[ci].method;
+        c.eigs = cases[ci].eigs;
+        c.seed = 11;
+        /* w0 in the row space of Xc */
+        double *w0 = malloc((size_t)(S * d) * sizeof(double));
+        for (int64_t j = 0; j < S; j++)
+            for (int64_t k = 0; k < d; k++) {
+                double g = 0;
+                for (int64_t i = 0; i < p.n; i++) g += p.xc[i * d + k] * cos(0.3 * (double)(i + 5 * j));
+                w0[j * d + k] = g;
+            }
+        ck_fx a, b;
+        ck_open(&a, &c, &p, w0);
+        char what[96];
+        snprintf(what, sizeof what, "n=%lld d=%lld %s eigs=%lld method %d (engine dim %lld)", (long long)p.n,
+                 (long long)d, bn_precision_name(c.precision), (long long)c.eigs, c.sharpness_method,
+                 (long long)bn_sharp_log_engine_dim(a.lg));
+        if (p.n < d && c.sharpness_method == BN_SHARPNESS_POWER)
+            cr_expect_lt(bn_sharp_log_engine_dim(a.lg), d, "%s: no reduced basis", what);
+        for (int64_t t = 0; t <= 10; t += 10) {
+            ck_state(&a, &p, w0, S, t);
+            cr_assert_eq(bn_sharp_log_at(a.lg, t, a.dW, a.dgam), BN_OK, "%s", bn_last_error());
+        }
+        bn_ckpt *ck = NULL;
+        cr_assert_eq(bn_ckpt_create("test=1\n", 7, &ck), BN_OK);
+        cr_assert_eq(bn_sharp_log_ckpt_save(a.lg, ck), BN_OK, "%s", bn_last_error());
+        cr_assert_eq(bn_ckpt_write(ck, path), BN_OK, "%s", bn_last_error());
+        bn_ckpt_free(ck);
+        ck_open(&b, &c, &p, w0);
+        cr_assert_eq(bn_ckpt_open(path, "test=1\n", 7, &ck), BN_OK, "%s", bn_last_error());
+        cr_assert_eq(bn_sharp_log_ckpt_load(b.lg, ck), BN_OK, "%s", bn_last_error());
+        bn_ckpt_free(ck);
+        for (int64_t t = 20; t <= 40; t += 10) {
+            ck_state(&a, &p, w0, S, t);
+            ck_state(&b, &p, w0, S, t);
+            cr_assert_eq(bn_sharp_log_at(a.lg, t, a.dW, a.dgam), BN_OK, "%s", bn_last_error());
+            cr_assert_eq(bn_sharp_log_at(b.lg, t, b.dW, b.dgam), BN_OK, "%s", bn_last_error());
+        }
+        ck_compare(a.lg, b.lg, what);
+        /* A fresh log that skips the load differs (the warm starts matter). */
+        ck_fx z;
+        ck_open(&z, &c, &p, w0);
+        for (int64_t t = 20; t <= 40; t += 10) {
+            ck_state(&z, &p, w0, S, t);
+            cr_assert_eq(bn_sharp_log_at(z.lg, t, z.dW, z.dgam), BN_OK);
+        }
+        bn_sim_array ia, iz;
+        cr_assert_eq(bn_sharp_log_array(a.lg, 4, &ia), BN_OK); /* sharpness_iters */
+        cr_assert_eq(bn_sharp_log_array(z.lg, 4, &iz), BN_OK);
+        if (c.sharpness_method == BN_SHARPNESS_POWER)
+            cr_expect_neq(memcmp(ia.i64, iz.i64, (size_t)(S * ia.shape[1] * 3) * 8), 0, "%s: warm starts had no effect", what);
+        ck_close(&z);
+        ck_close(&a);
+        ck_close(&b);
+        free(w0);
+        ts_problem_free(&p);
+        remove(path);
+    }
+}
+
+/* A checkpoint of another shape is refused with a clear error. */
+Test(sharpness, checkpoint_of_other_shape_is_refused)
+{
+    ts_problem p;
+    ts_problem_make(&p, 24, 40, 0, 301);
+    bn_run_config c;
+    bn_run_config_default(&c);
+    c.seeds = 2;
+    c.steps = 20;
+    c.sharpness_every = 10;
+    double w0[80];
+    for (int i = 0; i < 80; i++) w0[i] = p.xc[i % 40];
+    ck_fx a, b;
+    ck_open(&a, &c, &p, w0);
+    ck_state(&a, &p, w0, 2, 0);
+    cr_assert_eq(bn_sharp_log_at(a.lg, 0, a.dW, a.dgam), BN_OK);
+    const char *path = "/tmp/bnspike_test_sharp_ckpt2.bin";
+    bn_ckpt *ck = NULL;
+    cr_assert_eq(bn_ckpt_create("t\n", 1, &ck), BN_OK);
+    cr_assert_eq(bn_sharp_log_ckpt_save(a.lg, ck), BN_OK);
+    cr_assert_eq(bn_ckpt_write(ck, path), BN_OK);
+    bn_ckpt_free(ck);
+    c.steps = 30; /* more records */
+    ck_open(&b, &c, &p, w0);
+    cr_assert_eq(bn_ckpt_open(path, "t\n", 1, &ck), BN_OK);
+    cr_expect_eq(bn_sharp_log_ckpt_load(b.lg, ck), BN_ERR_FORMAT);
+    cr_expect(strstr(bn_last_error(), "sharpness") != NULL, "%s", bn_last_error());
+    bn_ckpt_free(ck);
+    ck_close(&a);
+    ck_close(&b);
+    ts_problem_free(&p);
+    remove(path);
+}
+
+/* The CUDA backend (skipped without a device; runs on the host emulator:
+ * src/cuda/emu/run_emu_tests.sh --filter 'sharpness/compaction_on_cuda*'):
+ * compaction (its copy_columns kernel) gives the bits of the full batch on
+ * the same backend, and the CPU's values to rounding. */
+Test(sharpness, compaction_on_cuda_matches_full_batch)
+{
+    bn_backend *probe = NULL;
+    if (bn_backend_open(BN_BACKEND_CUDA, BN_FP64, 1, 0, &probe) != BN_OK) cr_skip("no CUDA device");
+    bn_backend_close(probe);
+    ts_problem p;
+    ts_problem_make(&p, 40, 70, 0, 95);
+    enum { S = 7 };
+    int64_t d = 70;
+    double *W = malloc(sizeof(double) * S * 70), gam[S];
+    make_states(&p, S, W, gam, 31);
+    make_negative(&p, W + 3 * d, &gam[3]);
+    fx a, b, c;
+    fx_kind = BN_BACKEND_CUDA;
+    fx_no_compact = 1;
+    fx_open(&a, BN_FP64, p.xc, p.y, 40, d, 0, S, W, gam, NULL, NULL, 1e-9, 4000, 0, 47);
+    fx_no_compact = 0;
+    fx_open(&b, BN_FP64, p.xc, p.y, 40, d, 0, S, W, gam, NULL, NULL, 1e-9, 4000, 0, 47);
+    fx_kind = BN_BACKEND_CPU;
+    fx_open(&c, BN_FP64, p.xc, p.y, 40, d, 0, S, W, gam, NULL, NULL, 1e-9, 4000, 0, 47);
+    for (int round = 0; round < 2; round++)
+        for (int op = 0; op < BN_SOP_COUNT; op++) {
+            double la[S], lb[S], lc[S], sa[S];
+            int64_t ia[S], ib[S], ca[S], cb[S];
+            cr_assert_eq(bn_sharp_power(a.sh, op, la, sa, ia, ca), BN_OK, "%s", bn_last_error());
+            cr_assert_eq(bn_sharp_power(b.sh, op, lb, sa, ib, cb), BN_OK, "%s", bn_last_error());
+            cr_assert_eq(bn_sharp_power(c.sh, op, lc, sa, ia, ca), BN_OK, "%s", bn_last_error());
+            for (int j = 0; j < S; j++) {
+                cr_expect_eq(memcmp(&la[j], &lb[j], sizeof(double)), 0, "op %d col %d: %.17g vs %.17g", op, j, la[j],
+                             lb[j]);
+                cr_expect_eq(cb[j], 1);
+                cr_expect_leq(fabs(lb[j] - lc[j]), 1e-7 * fabs(lc[j]), "op %d col %d: CUDA %.15g CPU %.15g", op, j,
+                              lb[j], lc[j]);
+            }
+        }
+    cr_expect_gt(bn_sharp_compactions(b.sh), 2);
+    free(W);
+    fx_close(&a);
+    fx_close(&b);
+    fx_close(&c);
+    ts_problem_free(&p);
 }

@@ -70,3 +70,23 @@ static bn_status BN_SFX(cpu_lanczos_extend)(bn_backend *be, int64_t d, int64_t S
                                              seed + (uint64_t)j, counter, c + j, cf ? cf + j : NULL);
     return BN_OK;
 }
+
+/* Strided gather/scatter of whole columns (backend.h copy_columns). */
+static bn_status BN_SFX(cpu_copy_columns)(bn_backend *be, int64_t rows, int64_t count, const void *src,
+                                          int64_t srs, int64_t scs, const int64_t *sidx, void *dst,
+                                          int64_t drs, int64_t dcs, const int64_t *didx)
+{
+    const REAL *s = (const REAL *)src;
+    REAL *o = (REAL *)dst;
+#pragma omp parallel for schedule(static) num_threads(be->threads) if (count > 1 && rows * count > 65536)
+    for (int64_t k = 0; k < count; k++) {
+        const REAL *a = s + (sidx ? sidx[k] : k) * scs;
+        REAL *b = o + (didx ? didx[k] : k) * dcs;
+        if (srs == 1 && drs == 1) {
+            memcpy(b, a, (size_t)rows * sizeof(REAL));
+        } else {
+            for (int64_t i = 0; i < rows; i++) b[i * drs] = a[i * srs];
+        }
+    }
+    return BN_OK;
+}

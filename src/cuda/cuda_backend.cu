@@ -65,6 +65,12 @@ struct cuda_ctx {
     int have_key;
     bn_step_plan key;
     cudaGraphExec_t exec1, execk;
+    /* BN_CUDA_XT=1: an explicit Xcᵀ (d×n), so G = Xcᵀ·Q is a plain GEMM
+     * instead of a transposed one (cuBLAS picks other kernels for the two). */
+    int use_xt;
+    void *xt;
+    const void *xt_src;
+    int64_t xt_n, xt_d;
 };
 
 inline cuda_ctx *ctx_of(bn_backend *be) { return (cuda_ctx *)be->ctx; }
@@ -131,6 +137,40 @@ cublasStatus_t gemv(cublasHandle_t h, cublasOperation_t ta, int m, int nn, const
     return cublasSgemv(h, ta, m, nn, &one, A, lda, x, 1, &zero, y, 1);
 }
 
+cublasStatus_t geam_t(cublasHandle_t h, int m, int nn, const double *A, int lda, double *C, int ldc)
+{
+    const double one = 1, zero = 0;
+    return cublasDgeam(h, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, &one, A, lda, &zero, C, ldc, C, ldc);
+}
+cublasStatus_t geam_t(cublasHandle_t h, int m, int nn, const float *A, int lda, float *C, int ldc)
+{
+    const float one = 1, zero = 0;
+    return cublasSgeam(h, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, &one, A, lda, &zero, C, ldc, C, ldc);
+}
+
+void drop_xt(cuda_ctx *c)
+{
+    if (c->xt) (void)cudaFree(c->xt);
+    c->xt = NULL;
+    c->xt_src = NULL;
+}
+
+/* With BN_CUDA_XT: Xcᵀ (d×n, ld d) for Xc, made outside any graph capture. */
+template <typename T> bn_status ensure_xt(cuda_ctx *c, int64_t n, int64_t d, int64_t S, const T *Xc)
+{
+    if (!c->use_xt || S == 1) return BN_OK;
+    if (c->xt && c->xt_src == Xc && c->xt_n == n && c->xt_d == d) return BN_OK;
+    drop_xt(c);
+    void *p = NULL;
+    BN_CU(cudaMalloc(&p, (size_t)n * (size_t)d * sizeof(T)));
+    c->xt = p;
+    BN_CUBLAS(geam_t(c->blas, (int)d, (int)n, Xc, (int)n, (T *)p, (int)d));
+    c->xt_src = Xc;
+    c->xt_n = n;
+    c->xt_d = d;
+    return BN_OK;
+}
+
 /* U = Xc·W: Xc n×d (ld n), W d×S (ld d), U n×S (ld n). */
 template <typename T>
 bn_status enqueue_xw(cuda_ctx *c, int64_t n, int64_t d, int64_t S, const T *Xc, const T *W, T *U)
@@ -145,6 +185,8 @@ template <typename T>
 bn_status enqueue_xtq(cuda_ctx *c, int64_t n, int64_t d, int64_t S, const T *Xc, const T *Q, T *G)
 {
     if (S == 1) BN_CUBLAS(gemv(c->blas, CUBLAS_OP_T, (int)n, (int)d, Xc, (int)n, Q, G));
+    else if (c->xt && c->xt_src == Xc && c->xt_n == n && c->xt_d == d)
+        BN_CUBLAS(gemm(c->blas, CUBLAS_OP_N, (int)d, (int)S, (int)n, (const T *)c->xt, (int)d, Q, (int)n, G, (int)d));
     else BN_CUBLAS(gemm(c->blas, CUBLAS_OP_T, (int)d, (int)S, (int)n, Xc, (int)n, Q, (int)n, G, (int)d));
     return BN_OK;
 }
@@ -236,6 +278,7 @@ template <typename T> bn_status ensure_graphs(cuda_ctx *c, const bn_step_plan *p
          * before reading.  The state W, γ and the divergence marks are untouched. */
         BN_CU(bn_cuda_preload_columns<T>(p->n, p->d));
         const T *Xc = (const T *)p->Xc;
+        BN_TRY(ensure_xt<T>(c, p->n, p->d, p->S, Xc));
         BN_TRY(enqueue_xw<T>(c, p->n, p->d, p->S, Xc, (const T *)p->W, (T *)p->U));
         BN_CU(bn_cuda_launch_forward<T>(c->stream, p->n, p->S, (const T *)p->U, (const T *)p->y,
                                         (const T *)p->uhat, (const T *)p->gamma, p->logistic,
@@ -259,6 +302,7 @@ void cuda_destroy(bn_backend *be)
         (void)cudaSetDevice(c->device);
         if (c->stream) (void)cudaStreamSynchronize(c->stream);
         drop_graphs(c);
+        drop_xt(c);
         if (c->blas) (void)cublasDestroy(c->blas);
         if (c->workspace) (void)cudaFree(c->workspace);
         if (c->ctrl) (void)cudaFree(c->ctrl);
@@ -309,6 +353,7 @@ void cuda_dealloc(bn_backend *be, void *ptr)
     (void)cudaSetDevice(c->device);
     /* A graph may still refer to this buffer: drop it so none is relaunched. */
     drop_graphs(c);
+    if (ptr == c->xt_src) drop_xt(c);
     /* cudaFree waits for the device; freeing never fails from the caller's
      * side, and an error here must not replace the message of a real failure. */
     (void)cudaFree(ptr);
@@ -358,6 +403,7 @@ bn_status cuda_product_xtq(bn_backend *be, int64_t n, int64_t d, int64_t S, cons
     cuda_ctx *c = ctx_of(be);
     BN_TRY(check_int_dims(n, d, S));
     BN_TRY(set_device(c));
+    BN_TRY(ensure_xt<T>(c, n, d, S, (const T *)Xc));
     return enqueue_xtq<T>(c, n, d, S, (const T *)Xc, (const T *)Q, (T *)G);
 }
 
@@ -499,6 +545,7 @@ template <typename T> bn_backend_ops make_ops()
     o.hvp_columns = bn_cuda_hvp_columns<T>;
     o.power_update = bn_cuda_power_update<T>;
     o.lanczos_extend = bn_cuda_lanczos_extend<T>;
+    o.copy_columns = bn_cuda_copy_columns<T>;
     return o;
 }
 const bn_backend_ops cuda_ops_f64 = make_ops<double>();
@@ -525,6 +572,7 @@ bn_status open_ctx(bn_backend *be, cuda_ctx *c, bn_precision prec)
     BN_CU(cudaMemset(c->ctrl, 0, 2 * sizeof(int64_t)));
     c->use_graphs = env_flag("BN_CUDA_GRAPHS", 1);
     c->use_fused = env_flag("BN_CUDA_FUSED", 0);
+    c->use_xt = env_flag("BN_CUDA_XT", 0);
     int rt = 0, drv = 0, cbv = 0;
     (void)cudaRuntimeGetVersion(&rt);
     (void)cudaDriverGetVersion(&drv);
@@ -536,6 +584,7 @@ bn_status open_ctx(bn_backend *be, cuda_ctx *c, bn_precision prec)
              prop.multiProcessorCount, prec == BN_FP32 ? "fp32" : "fp64", rt / 1000, (rt % 1000) / 10,
              drv / 1000, (drv % 1000) / 10, cbv, c->use_graphs ? "" : ", graphs off",
              c->use_fused ? ", fused small-problem path on" : "");
+    if (c->use_xt) strncat(be->desc, ", explicit Xc^T", sizeof be->desc - strlen(be->desc) - 1);
     return BN_OK;
 }
 

@@ -166,6 +166,10 @@ template <typename T>
 bn_status bn_cuda_lanczos_extend(bn_backend *be, int64_t d, int64_t S, int64_t k, void *QW, void *QG,
                                  const void *X, const void *xg, const void *W, int project, uint64_t seed,
                                  uint64_t counter, void *ctl, void *coef);
+template <typename T>
+bn_status bn_cuda_copy_columns(bn_backend *be, int64_t rows, int64_t count, const void *src, int64_t srs,
+                               int64_t scs, const int64_t *sidx, void *dst, int64_t drs, int64_t dcs,
+                               const int64_t *didx);
 /* Makes the backend's device current and gives its stream (cuda_backend.cu):
  * what an op defined outside cuda_backend.cu needs of the backend's context. */
 bn_status bn_cuda_backend_stream(bn_backend *be, cudaStream_t *stream);

@@ -262,6 +262,21 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     }
 }
 
+/* Strided gather/scatter (backend.h copy_columns): one thread per entry
+ * (grid-stride over rows·count); pure copies, so bitwise the CPU's. */
+template <typename T>
+__global__ void copy_columns_kernel(int64_t rows, int64_t count, const T *__restrict__ src, int64_t srs,
+                                    int64_t scs, const int64_t *__restrict__ sidx, T *__restrict__ dst,
+                                    int64_t drs, int64_t dcs, const int64_t *__restrict__ didx)
+{
+    const int64_t total = rows * count;
+    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t k = e / rows, i = e - k * rows;
+        const int64_t sk = sidx ? sidx[k] : k, dk = didx ? didx[k] : k;
+        dst[i * drs + dk * dcs] = src[i * srs + sk * scs];
+    }
+}
+
 /* ------------------------------------------------------------ launchers */
 
 /* Launches kernel<T, TPC> with TPC chosen by the column length `len`. */
@@ -345,6 +360,26 @@ bn_status bn_cuda_lanczos_extend(bn_backend *be, int64_t d, int64_t S, int64_t k
     return BN_OK;
 }
 
+template <typename T>
+bn_status bn_cuda_copy_columns(bn_backend *be, int64_t rows, int64_t count, const void *src, int64_t srs,
+                               int64_t scs, const int64_t *sidx, void *dst, int64_t drs, int64_t dcs,
+                               const int64_t *didx)
+{
+    if (rows < 0 || count < 0 || (count > 0 && rows > INT64_MAX / count))
+        return bn_fail(BN_ERR_ARG, "CUDA copy_columns: bad sizes rows=%lld count=%lld", (long long)rows,
+                       (long long)count);
+    if (rows == 0 || count == 0) return BN_OK;
+    cudaStream_t stream;
+    BN_TRY(bn_cuda_backend_stream(be, &stream));
+    const int64_t total = rows * count;
+    const int64_t blocks = (total + 255) / 256;
+    const unsigned grid = (unsigned)(blocks < 65535 ? blocks : 65535);
+    BN_LAUNCH(grid, 256, 0, stream, copy_columns_kernel<T>)(rows, count, (const T *)src, srs, scs, sidx, (T *)dst,
+                                                            drs, dcs, didx);
+    BN_CU(cudaGetLastError());
+    return BN_OK;
+}
+
 #define BN_HVP_INSTANTIATE(T)                                                                               \
     template bn_status bn_cuda_hvp_prepare_columns<T>(bn_backend *, int64_t, int64_t, const void *,         \
                                                       const void *, const void *, int, void *, void *,      \
@@ -356,6 +391,8 @@ bn_status bn_cuda_lanczos_extend(bn_backend *be, int64_t d, int64_t S, int64_t k
                                                const void *, const void *, int, void *);                    \
     template bn_status bn_cuda_lanczos_extend<T>(bn_backend *, int64_t, int64_t, int64_t, void *, void *,   \
                                                  const void *, const void *, const void *, int, uint64_t,   \
-                                                 uint64_t, void *, void *);
+                                                 uint64_t, void *, void *);                 \
+    template bn_status bn_cuda_copy_columns<T>(bn_backend *, int64_t, int64_t, const void *, int64_t, int64_t, \
+                                               const int64_t *, void *, int64_t, int64_t, const int64_t *);
 BN_HVP_INSTANTIATE(double)
 BN_HVP_INSTANTIATE(float)

@@ -121,6 +121,21 @@ cublasStatus_t gemv(cublasHandle_t h, cublasOperation_t ta, int m, int n, const 
     });
     return CUBLAS_STATUS_SUCCESS;
 }
+/* C = α·op(A) + β·op(B); the emulator supports what bnspike uses: β = 0. */
+template <typename T>
+cublasStatus_t geam(cublasHandle_t h, cublasOperation_t ta, int m, int n, const T *alpha, const T *A, int lda,
+                    const T *beta, T *C, int ldc)
+{
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (*beta != (T)0 || m < 0 || n < 0 || ldc < (m > 1 ? m : 1)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    const T al = *alpha;
+    enqueue(h->stream, [=]() {
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++)
+                C[i + (size_t)j * ldc] = al * (ta == CUBLAS_OP_N ? A[i + (size_t)j * lda] : A[j + (size_t)i * lda]);
+    });
+    return CUBLAS_STATUS_SUCCESS;
+}
 } // namespace bn_emu
 
 inline cublasStatus_t cublasDgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
@@ -146,6 +161,18 @@ inline cublasStatus_t cublasSgemv(cublasHandle_t h, cublasOperation_t ta, int m,
                                   int incy)
 {
     return bn_emu::gemv(h, ta, m, n, al, A, lda, x, incx, be, y, incy);
+}
+inline cublasStatus_t cublasDgeam(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t, int m, int n,
+                                  const double *al, const double *A, int lda, const double *be, const double *,
+                                  int, double *C, int ldc)
+{
+    return bn_emu::geam(h, ta, m, n, al, A, lda, be, C, ldc);
+}
+inline cublasStatus_t cublasSgeam(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t, int m, int n,
+                                  const float *al, const float *A, int lda, const float *be, const float *, int,
+                                  float *C, int ldc)
+{
+    return bn_emu::geam(h, ta, m, n, al, A, lda, be, C, ldc);
 }
 
 #endif
