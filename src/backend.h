@@ -58,6 +58,16 @@ typedef struct bn_backend_ops {
                                 void *gamma, int update, void *stats, int64_t step,
                                 int64_t *diverged_step);
 
+    /* Optional (all three or none): page-locked host memory, and a download
+     * that starts once the work enqueued so far is done and runs beside the
+     * work enqueued after it (a copy engine); download_wait blocks until it
+     * has landed.  At most one download is in flight.  The driver uses them
+     * to copy a block's records while the next block computes. */
+    bn_status (*alloc_host)(bn_backend *be, size_t bytes, void **ptr);
+    void (*free_host)(bn_backend *be, void *ptr);
+    bn_status (*download_async)(bn_backend *be, void *dst, const void *src, size_t bytes);
+    bn_status (*download_wait)(bn_backend *be);
+
     /* Optional (NULL = the generic loop in step.c): run steps t0..t1-1 of the
      * plan, writing the stats of recorded step t into ring slot
      * bn_record_slot(t) - slot0.  A backend fills this to fuse or capture steps. */

@@ -60,7 +60,7 @@ struct bn_sim {
     int64_t ckpt_every;
     double t_start;
     /* host side of the record flow */
-    void *staging;               /* ring_slots stats blocks, backend precision */
+    void *staging;               /* one block: half the ring, backend precision */
     double *row;                 /* F_COUNT×S: an observed step that is no record */
     double prof[3];              /* BN_SIM_PROFILE: wait+download, records, transpose (s) */
 };
@@ -186,10 +186,13 @@ static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
     int64_t n = sim->n, d = sim->d, S = sim->S;
     size_t rs = bn_real_size(be->precision);
     size_t block = (size_t)BN_ST_COUNT * (size_t)S;
-    sim->ring_slots = (int64_t)(BN_RING_BYTES / (block * rs));
-    if (sim->ring_slots < 1) sim->ring_slots = 1;
-    /* Sized for every step (an observer sees each one), capped by memory. */
-    if (sim->ring_slots > sim->cfg.steps + 1) sim->ring_slots = sim->cfg.steps + 1;
+    /* Two halves: while the host copies one block's records out of one, the
+     * next block writes into the other.  Each half holds every step (an
+     * observer sees each one) when memory allows. */
+    int64_t half = (int64_t)(BN_RING_BYTES / 2 / (block * rs));
+    if (half < 1) half = 1;
+    if (half > sim->cfg.steps + 1) half = sim->cfg.steps + 1;
+    sim->ring_slots = 2 * half;
     BN_TRY(dev_alloc(be, (size_t)n * (size_t)d, rs, &sim->dXc));
     BN_TRY(dev_alloc(be, (size_t)n, rs, &sim->dy));
     BN_TRY(dev_alloc(be, (size_t)n, rs, &sim->duhat));
@@ -425,7 +428,7 @@ static int64_t plan_block(const bn_sim *sim, int64_t t0, int64_t K, int64_t max_
     int64_t T = sim->cfg.steps;
     *slot0 = -1;
     for (int64_t t = t0; t <= T && *slot0 < 0; t++) *slot0 = bn_record_slot(t, T, K);
-    int64_t t1 = block_end(t0, T, K, sim->ring_slots, max_steps);
+    int64_t t1 = block_end(t0, T, K, sim->ring_slots / 2, max_steps);
     if (sim->ckpt_hook && sim->ckpt_every > 0) {
         int64_t next = (t0 / sim->ckpt_every + 1) * sim->ckpt_every;
         if (t1 > next) t1 = next;
@@ -442,11 +445,13 @@ static int ckpt_due(const bn_sim *sim, int64_t t)
     return sim->ckpt_hook && sim->ckpt_every > 0 && t <= sim->cfg.steps && t % sim->ckpt_every == 0;
 }
 
-/* Blocks of steps with the records flowing back between them.  On a GPU the
- * next block is launched before the host turns the previous one's records
- * into fields and observer calls, so the two overlap; only where the host
- * needs the state itself (a checkpoint, a sharpness record, a stop) does it
- * wait with nothing in flight. */
+/* Blocks of steps with the records flowing back between them.  Blocks write
+ * their records into alternate halves of the ring.  On a GPU the next block
+ * is launched before the host has the previous one's records: they are copied
+ * out of their half by the copy engine while the next block computes into
+ * the other half, and turned into fields and observer calls meanwhile.  Only
+ * where the host needs the state itself (a checkpoint, a sharpness record, a
+ * stop) does it wait with nothing in flight. */
 static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
                            bn_step_observer observer, void *obs_user)
 {
@@ -463,8 +468,10 @@ static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
         /* An observer sees every step, so the ring then holds every step. */
         .every = observer ? 1 : sim->cfg.every,
     };
-    int64_t T = sim->cfg.steps, K = plan.every;
+    int64_t T = sim->cfg.steps, K = plan.every, H = sim->ring_slots / 2;
     size_t block_bytes = (size_t)BN_ST_COUNT * (size_t)sim->S * bn_real_size(be->precision);
+    int async = be->ops->download_async && be->ops->download_wait;
+    int half = 0; /* the ring half of the block in flight */
     /* Keep blocks to roughly a few GFLOP so progress and records flow. */
     double flop_step = 4.0 * (double)sim->n * (double)sim->d * (double)sim->S;
     /* ~0.5 s of work per block on a CPU; a GPU is ~100× faster. */
@@ -472,30 +479,35 @@ static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
     int64_t max_steps = (int64_t)(flop_block / (flop_step + 1.0));
     if (max_steps > BN_BLOCK_MAX_STEPS) max_steps = BN_BLOCK_MAX_STEPS;
     if (max_steps < 1) max_steps = 1;
-#define LAUNCH(a, b, s0)                                                                          \
-    BN_TRY(be->ops->run_steps ? be->ops->run_steps(be, &plan, a, b, s0)                          \
-                              : bn_run_steps_generic(be, &plan, a, b, s0))
+    /* slot0 - h·H puts the block's slots into ring half h. */
+#define LAUNCH(a, b, s0, h)                                                                       \
+    BN_TRY(be->ops->run_steps ? be->ops->run_steps(be, &plan, a, b, (s0) - (h) * H)              \
+                              : bn_run_steps_generic(be, &plan, a, b, (s0) - (h) * H))
 
     sim->t_start = now_seconds();
     int64_t t0 = sim->start_step, slot0 = -1, t1;
     if (t0 > T) return download_final(sim);
     if (sim->sharp) BN_TRY(bn_sharp_log_at(sim->sharp, t0, sim->dW, sim->dgamma));
     t1 = plan_block(sim, t0, K, max_steps, &slot0);
-    LAUNCH(t0, t1, slot0);
+    LAUNCH(t0, t1, slot0, half);
     int stop_pending = 0;
     for (;;) {
         int64_t count = 0;
         for (int64_t t = t0; t < t1; t++) count += bn_record_slot(t, T, K) >= 0;
         double c0 = now_seconds();
-        /* Waits for the block; the ring is free again afterwards. */
-        if (count) BN_TRY(be->ops->download(be, sim->staging, sim->dring, (size_t)count * block_bytes));
-        double c1 = now_seconds();
+        const void *src = (const char *)sim->dring + (size_t)(half * H) * block_bytes;
+        /* Synchronous: waits for the block.  Asynchronous: the copy starts
+         * when the block is done, beside the next one. */
+        if (count && async) BN_TRY(be->ops->download_async(be, sim->staging, src, (size_t)count * block_bytes));
+        else if (count) BN_TRY(be->ops->download(be, sim->staging, src, (size_t)count * block_bytes));
         int64_t n0 = t1, n1 = -1, nslot0 = -1;
         int ahead = n0 <= T && !sim->sharp && !stop_pending && !ckpt_due(sim, n0);
         if (ahead) {
             n1 = plan_block(sim, n0, K, max_steps, &nslot0);
-            LAUNCH(n0, n1, nslot0);
+            LAUNCH(n0, n1, nslot0, 1 - half);
         }
+        if (count && async) BN_TRY(be->ops->download_wait(be));
+        double c1 = now_seconds();
         if (count) BN_TRY(collect_records(sim, slot0, count, t0, K, observer, obs_user));
         sim->prof[0] += c1 - c0;
         sim->prof[1] += now_seconds() - c1;
@@ -514,8 +526,9 @@ static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
             if (ckpt_due(sim, t1)) BN_TRY(sim->ckpt_hook(sim->ckpt_user, sim, t1, 0));
             if (sim->sharp) BN_TRY(bn_sharp_log_at(sim->sharp, t1, sim->dW, sim->dgamma));
             n1 = plan_block(sim, n0, K, max_steps, &nslot0);
-            LAUNCH(n0, n1, nslot0);
+            LAUNCH(n0, n1, nslot0, 1 - half);
         }
+        half = 1 - half;
         t0 = n0;
         t1 = n1;
         slot0 = nslot0;
@@ -537,8 +550,14 @@ bn_status bn_sim_run_observed(bn_sim *sim, bn_progress_fn progress, void *user,
     int nt = host_threads(sim);
     int ok = 1;
     for (int f = 0; f < F_COUNT; f++) ok &= (sim->rec_by_slot[f] = malloc(sr * sizeof(double))) != NULL;
-    sim->staging = malloc((size_t)sim->ring_slots * (size_t)BN_ST_COUNT * (size_t)sim->S *
-                          bn_real_size(sim->be->precision));
+    /* One block's records (half the ring), page-locked where the backend can. */
+    size_t staging_bytes = (size_t)(sim->ring_slots / 2) * (size_t)BN_ST_COUNT * (size_t)sim->S *
+                           bn_real_size(sim->be->precision);
+    if (sim->be->ops->alloc_host) {
+        if (sim->be->ops->alloc_host(sim->be, staging_bytes, &sim->staging) != BN_OK) sim->staging = NULL;
+    } else {
+        sim->staging = malloc(staging_bytes);
+    }
     sim->row = malloc((size_t)F_COUNT * (size_t)sim->S * sizeof(double));
     bn_status st = ok && sim->staging && sim->row
                        ? BN_OK
@@ -569,7 +588,8 @@ bn_status bn_sim_run_observed(bn_sim *sim, bn_progress_fn progress, void *user,
         free(sim->rec_by_slot[f]);
         sim->rec_by_slot[f] = NULL;
     }
-    free(sim->staging);
+    if (sim->be->ops->free_host) sim->be->ops->free_host(sim->be, sim->staging);
+    else free(sim->staging);
     free(sim->row);
     sim->staging = NULL;
     sim->row = NULL;

@@ -68,6 +68,9 @@ struct cuda_ctx {
     /* BN_CUDA_XT=1: an explicit Xcᵀ (d×n), so G = Xcᵀ·Q is a plain GEMM
      * instead of a transposed one (cuBLAS picks other kernels for the two). */
     int use_xt;
+    /* record downloads beside the computation: a copy stream and its events */
+    cudaStream_t copy_stream;
+    cudaEvent_t ev_ready, ev_copied;
     void *xt;
     const void *xt_src;
     int64_t xt_n, xt_d;
@@ -303,6 +306,10 @@ void cuda_destroy(bn_backend *be)
         if (c->stream) (void)cudaStreamSynchronize(c->stream);
         drop_graphs(c);
         drop_xt(c);
+        if (c->copy_stream) (void)cudaStreamSynchronize(c->copy_stream);
+        if (c->ev_ready) (void)cudaEventDestroy(c->ev_ready);
+        if (c->ev_copied) (void)cudaEventDestroy(c->ev_copied);
+        if (c->copy_stream) (void)cudaStreamDestroy(c->copy_stream);
         if (c->blas) (void)cublasDestroy(c->blas);
         if (c->workspace) (void)cudaFree(c->workspace);
         if (c->ctrl) (void)cudaFree(c->ctrl);
@@ -358,6 +365,59 @@ void cuda_dealloc(bn_backend *be, void *ptr)
      * side, and an error here must not replace the message of a real failure. */
     (void)cudaFree(ptr);
     (void)cudaGetLastError();
+}
+
+bn_status cuda_alloc_host(bn_backend *be, size_t bytes, void **ptr)
+{
+    cuda_ctx *c = ctx_of(be);
+    *ptr = NULL;
+    BN_TRY(set_device(c));
+    cudaError_t e = cudaMallocHost(ptr, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *ptr = NULL;
+        return bn_fail(BN_ERR_NOMEM, "%s:%d: cudaMallocHost of %zu bytes (page-locked host memory) failed: %s",
+                       __FILE__, __LINE__, bytes, cudaGetErrorString(e));
+    }
+    return BN_OK;
+}
+
+void cuda_free_host(bn_backend *be, void *ptr)
+{
+    (void)be;
+    if (ptr) (void)cudaFreeHost(ptr);
+    (void)cudaGetLastError();
+}
+
+/* dst ← src once the compute stream's work so far is done, on the copy
+ * stream, so the compute stream goes on with the next block meanwhile. */
+bn_status cuda_download_async(bn_backend *be, void *dst, const void *src, size_t bytes)
+{
+    cuda_ctx *c = ctx_of(be);
+    BN_TRY(set_device(c));
+    if (!c->copy_stream) {
+        BN_CU(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking));
+        BN_CU(cudaEventCreateWithFlags(&c->ev_ready, cudaEventDisableTiming));
+        BN_CU(cudaEventCreateWithFlags(&c->ev_copied, cudaEventDisableTiming));
+    }
+    BN_CU(cudaEventRecord(c->ev_ready, c->stream));
+    BN_CU(cudaStreamWaitEvent(c->copy_stream, c->ev_ready, 0));
+    BN_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->copy_stream));
+    BN_CU(cudaEventRecord(c->ev_copied, c->copy_stream));
+    return BN_OK;
+}
+
+bn_status cuda_download_wait(bn_backend *be)
+{
+    cuda_ctx *c = ctx_of(be);
+    if (!c->copy_stream) return BN_OK;
+    cudaError_t e = cudaEventSynchronize(c->ev_copied);
+    if (e == cudaSuccess) return BN_OK;
+    (void)cudaGetLastError();
+    return bn_fail(BN_ERR_BACKEND,
+                   "%s:%d: a record download on CUDA device %d failed: %s (%s); the failure may come from "
+                   "any kernel enqueued before it",
+                   __FILE__, __LINE__, c->device, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
 bn_status cuda_upload(bn_backend *be, void *dst, const void *src, size_t bytes)
@@ -531,6 +591,10 @@ template <typename T> bn_backend_ops make_ops()
     memset(&o, 0, sizeof o);
     o.name = "cuda";
     o.destroy = cuda_destroy;
+    o.alloc_host = cuda_alloc_host;
+    o.free_host = cuda_free_host;
+    o.download_async = cuda_download_async;
+    o.download_wait = cuda_download_wait;
     o.alloc = cuda_alloc;
     o.dealloc = cuda_dealloc;
     o.upload = cuda_upload;
