@@ -185,6 +185,10 @@ double bn_sim_wall_seconds(const bn_sim *sim);
 /* The step the run continues from: 0 before it ran (or its checkpoint step after
  * a resume), the step where it stopped when interrupted, T + 1 when done. */
 int64_t bn_sim_next_step(const bn_sim *sim);
+/* The length of the vectors the backend steps: rank(Xc) when the run works
+ * in row-space coordinates (n < d, w0 projected, no sharpness; the record
+ * fields and w_final are the same quantities), else d. */
+int64_t bn_sim_coordinate_dim(const bn_sim *sim);
 
 /* Sharpness records (cfg.sharpness_every > 0), at Rs sharpness steps:
  *   sharpness_step       int64 Rs        the step t of each sharpness record

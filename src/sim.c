@@ -4,6 +4,7 @@
  * the record arrays of MODEL.md.  It calls BLAS/CUDA only through the backend. */
 #include "backend.h"
 #include "ckpt.h"
+#include "linalg.h"
 #include "resources.h"
 #include "rng.h"
 #include "sharpness.h"
@@ -33,6 +34,11 @@ static const char *const field_names[F_COUNT] = {
 struct bn_sim {
     bn_run_config cfg;
     int64_t n, d, S, R;
+    /* Row-space coordinates (see choose_coordinates): the device works with
+     * w = Vᵀz, z of length dd = rank(Xc) < d, V (dd×d row-major, orthonormal
+     * rows) in basis; without them dd = d and basis = NULL. */
+    int64_t dd;
+    double *basis;
     bn_backend *be;
     double *eta_w, *eta_gamma, *gamma0; /* S each (host, float64) */
     double *w0;                         /* S×d row-major          */
@@ -179,11 +185,96 @@ static double *to_col_major(const double *a, int64_t rows, int64_t cols)
     return t;
 }
 
+/* Row-space coordinates.  GD moves w only inside the row space of Xc (the
+ * gradient Xcᵀq lies there), so with w0 projected onto it (the default) and
+ * rank r < d, w = Vᵀz for an orthonormal basis V (r×d) and the run can work
+ * with z: Xc·w = (Xc·Vᵀ)·z, ‖w‖ = ‖z‖, wᵀê = zᵀ(V·ê) and ‖w - a·ê‖ = ‖z - a·V·ê‖
+ * whenever ê lies in the row space too (the least-squares and SVM directions
+ * do), so every record field is the same quantity, with products r/d the size.
+ * V is orthonormal, so nothing is worse conditioned than Xc itself.  Off for
+ * sharpness runs (the engine works in w), for a start or an ê outside the row
+ * space, and with BN_FULL_SPACE=1. */
+static bn_status choose_coordinates(bn_sim *sim, const double *xc, const double *ehat)
+{
+    int64_t n = sim->n, d = sim->d;
+    sim->dd = d;
+    const char *env = getenv("BN_FULL_SPACE");
+    if (sim->cfg.sharpness_every > 0 || (env && *env && strcmp(env, "0") != 0) || n >= d) return BN_OK;
+    bn_la_rowspace *rs = NULL;
+    BN_TRY(bn_la_rowspace_create(xc, n, d, 0.0, &rs));
+    int64_t r = bn_la_rowspace_rank(rs);
+    const double *V = bn_la_rowspace_basis(rs);
+    /* Only where it pays: at least a quarter of the dimensions go. */
+    int use = r > 0 && 4 * r <= 3 * d;
+    /* ê and a start given as is (not projected here) must lie in the row
+     * space: their residual after projection, formed explicitly (no
+     * cancellation), within rounding of their norm. */
+    double *res = malloc((size_t)d * sizeof(double) + (size_t)r * sizeof(double));
+    if (!res) use = 0;
+    for (int64_t j = -1; use && j < (sim->cfg.project_w0 ? 0 : sim->S); j++) {
+        const double *v = j < 0 ? ehat : sim->w0 + j * d;
+        double *c = res + d;
+        for (int64_t k = 0; k < r; k++) {
+            double a = 0;
+            for (int64_t i = 0; i < d; i++) a += V[k * d + i] * v[i];
+            c[k] = a;
+        }
+        double v2 = 0, e2 = 0;
+        for (int64_t i = 0; i < d; i++) {
+            double a = v[i];
+            for (int64_t k = 0; k < r; k++) a -= c[k] * V[k * d + i];
+            e2 += a * a;
+            v2 += v[i] * v[i];
+        }
+        if (!(e2 <= 1e-24 * v2)) use = 0;
+    }
+    free(res);
+    if (use) {
+        sim->basis = malloc((size_t)r * (size_t)d * sizeof(double));
+        if (!sim->basis) use = 0;
+        else memcpy(sim->basis, V, (size_t)r * (size_t)d * sizeof(double));
+    }
+    if (use) sim->dd = r;
+    bn_la_rowspace_free(rs);
+    return BN_OK;
+}
+
+/* z = V·w for `rows` vectors (rows×d → rows×dd), one row at a time in a
+ * fixed order, so a trajectory's z does not depend on the batch or threads. */
+static void to_rowspace(const bn_sim *sim, const double *w, int64_t rows, double *z)
+{
+    int64_t d = sim->d, r = sim->dd;
+    const double *V = sim->basis;
+#pragma omp parallel for schedule(static) if (rows * r * d > 1000000)
+    for (int64_t j = 0; j < rows; j++)
+        for (int64_t k = 0; k < r; k++) {
+            double v = 0;
+            for (int64_t i = 0; i < d; i++) v += V[k * d + i] * w[j * d + i];
+            z[j * r + k] = v;
+        }
+}
+
+/* w = Vᵀ·z for `rows` vectors (rows×dd → rows×d). */
+static void from_rowspace(const bn_sim *sim, const double *z, int64_t rows, double *w)
+{
+    int64_t d = sim->d, r = sim->dd;
+    const double *V = sim->basis;
+#pragma omp parallel for schedule(static) if (rows * r * d > 1000000)
+    for (int64_t j = 0; j < rows; j++) {
+        double *wj = w + j * d;
+        for (int64_t i = 0; i < d; i++) wj[i] = 0;
+        for (int64_t k = 0; k < r; k++) {
+            const double zk = z[j * r + k];
+            for (int64_t i = 0; i < d; i++) wj[i] += zk * V[k * d + i];
+        }
+    }
+}
+
 static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
                                 const double *uhat, const double *ehat)
 {
     bn_backend *be = sim->be;
-    int64_t n = sim->n, d = sim->d, S = sim->S;
+    int64_t n = sim->n, d = sim->dd, S = sim->S;
     size_t rs = bn_real_size(be->precision);
     size_t block = (size_t)BN_ST_COUNT * (size_t)S;
     /* Two halves: while the host copies one block's records out of one, the
@@ -208,16 +299,31 @@ static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
     BN_TRY(dev_alloc(be, block, rs, &sim->dscratch));
     BN_TRY(dev_alloc(be, (size_t)S, sizeof(int64_t), (void **)&sim->ddiv));
 
-    double *xc_cm = to_col_major(xc, n, d);
-    if (!xc_cm) return bn_fail(BN_ERR_NOMEM, "cannot allocate staging memory for the upload");
-    bn_status st = upload_real(be, sim->dXc, xc_cm, (size_t)n * (size_t)d);
+    /* In row-space coordinates: Xc·Vᵀ (n×dd), V·ê and z0 = V·w0. */
+    double *xr = NULL, *er = NULL, *z0 = NULL;
+    if (sim->basis) {
+        xr = malloc((size_t)n * (size_t)d * sizeof(double) + 1);
+        er = malloc((size_t)d * sizeof(double) + 1);
+        z0 = malloc((size_t)S * (size_t)d * sizeof(double) + 1);
+        if (!xr || !er || !z0) {
+            free(xr), free(er), free(z0);
+            return bn_fail(BN_ERR_NOMEM, "cannot allocate the row-space coordinates");
+        }
+        to_rowspace(sim, xc, n, xr);
+        to_rowspace(sim, ehat, 1, er);
+        to_rowspace(sim, sim->w0, S, z0);
+    }
+    double *xc_cm = to_col_major(xr ? xr : xc, n, d);
+    bn_status st = xc_cm ? upload_real(be, sim->dXc, xc_cm, (size_t)n * (size_t)d)
+                         : bn_fail(BN_ERR_NOMEM, "cannot allocate staging memory for the upload");
     free(xc_cm);
-    BN_TRY(st);
     /* w0 is S×d row-major, which is already W's d×S column-major layout. */
-    BN_TRY(upload_real(be, sim->dW, sim->w0, (size_t)d * (size_t)S));
+    if (!st) st = upload_real(be, sim->dW, z0 ? z0 : sim->w0, (size_t)d * (size_t)S);
+    if (!st) st = upload_real(be, sim->dehat, er ? er : ehat, (size_t)d);
+    free(xr), free(er), free(z0);
+    BN_TRY(st);
     BN_TRY(upload_real(be, sim->dy, y, (size_t)n));
     BN_TRY(upload_real(be, sim->duhat, uhat, (size_t)n));
-    BN_TRY(upload_real(be, sim->dehat, ehat, (size_t)d));
     BN_TRY(upload_real(be, sim->deta_w, sim->eta_w, (size_t)S));
     BN_TRY(upload_real(be, sim->deta_g, sim->eta_gamma, (size_t)S));
     BN_TRY(upload_real(be, sim->dgamma, sim->gamma0, (size_t)S));
@@ -299,6 +405,7 @@ bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim *
         if (cfg->project_w0) st = bn_setup_project_rowspace(xc, n, d, sim->w0, sim->S);
     }
     if (st == BN_OK) st = bn_setup_check_w0(xc, n, d, sim->w0, sim->S);
+    if (st == BN_OK) st = choose_coordinates(sim, xc, ehat);
     if (st == BN_OK) st = bn_backend_open(cfg->backend, cfg->precision, cfg->threads, cfg->device, &sim->be);
     if (st == BN_OK) st = check_memory(sim);
     if (st == BN_OK) st = upload_problem(sim, xc, bn_dataset_y(ds), uhat, ehat);
@@ -407,7 +514,17 @@ static bn_status download_final(bn_sim *sim)
 {
     bn_backend *be = sim->be;
     /* W's d×S column-major layout is w_final's S×d row-major. */
-    BN_TRY(download_real(be, sim->w_final, sim->dW, (size_t)sim->S * (size_t)sim->d));
+    if (sim->basis) {
+        size_t zn = (size_t)sim->S * (size_t)sim->dd;
+        double *z = malloc(zn * sizeof(double) + 1);
+        if (!z) return bn_fail(BN_ERR_NOMEM, "cannot allocate the final state");
+        bn_status st = download_real(be, z, sim->dW, zn);
+        if (!st) from_rowspace(sim, z, sim->S, sim->w_final);
+        free(z);
+        BN_TRY(st);
+    } else {
+        BN_TRY(download_real(be, sim->w_final, sim->dW, (size_t)sim->S * (size_t)sim->d));
+    }
     BN_TRY(download_real(be, sim->gamma_final, sim->dgamma, (size_t)sim->S));
     BN_TRY(be->ops->download(be, sim->diverged, sim->ddiv, (size_t)sim->S * sizeof(int64_t)));
     BN_TRY(be->ops->synchronize(be));
@@ -458,7 +575,7 @@ static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
     sim->ran = 1;
     bn_backend *be = sim->be;
     bn_step_plan plan = {
-        .n = sim->n, .d = sim->d, .S = sim->S,
+        .n = sim->n, .d = sim->dd, .S = sim->S,
         .logistic = sim->cfg.loss == BN_LOSS_LOGISTIC,
         .Xc = sim->dXc, .y = sim->dy, .uhat = sim->duhat, .ehat = sim->dehat,
         .eta_w = sim->deta_w, .eta_gamma = sim->deta_g,
@@ -473,7 +590,7 @@ static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
     int async = be->ops->download_async && be->ops->download_wait;
     int half = 0; /* the ring half of the block in flight */
     /* Keep blocks to roughly a few GFLOP so progress and records flow. */
-    double flop_step = 4.0 * (double)sim->n * (double)sim->d * (double)sim->S;
+    double flop_step = 4.0 * (double)sim->n * (double)sim->dd * (double)sim->S;
     /* ~0.5 s of work per block on a CPU; a GPU is ~100× faster. */
     double flop_block = be->kind == BN_BACKEND_CUDA ? 2e12 : 2e10;
     int64_t max_steps = (int64_t)(flop_block / (flop_step + 1.0));
@@ -615,6 +732,7 @@ void bn_sim_free(bn_sim *sim)
     }
     for (int f = 0; f < F_COUNT; f++) free(sim->rec[f]);
     free(sim->restored_rec);
+    free(sim->basis);
     free(sim->eta_w);
     free(sim->eta_gamma);
     free(sim->gamma0);
@@ -653,6 +771,7 @@ const char *bn_sim_backend_desc(const bn_sim *sim) { return sim->be->desc; }
 int bn_sim_threads(const bn_sim *sim) { return sim->be->threads; }
 double bn_sim_wall_seconds(const bn_sim *sim) { return sim->wall; }
 int64_t bn_sim_next_step(const bn_sim *sim) { return sim->start_step; }
+int64_t bn_sim_coordinate_dim(const bn_sim *sim) { return sim->dd; }
 
 int bn_sim_n_sharpness_arrays(const bn_sim *sim) { return bn_sharp_log_n_arrays(sim->sharp); }
 bn_status bn_sim_sharpness_array(const bn_sim *sim, int i, bn_sim_array *out)
@@ -685,6 +804,7 @@ void bn_sim_ckpt_config(const bn_sim *sim, bn_cfgtext *t)
     bn_cfgtext_add(t, "bnspike=%s", BN_VERSION);
     bn_cfgtext_add(t, "n=%lld", (long long)sim->n);
     bn_cfgtext_add(t, "d=%lld", (long long)sim->d);
+    bn_cfgtext_add(t, "coordinates=%s:%lld", sim->basis ? "rowspace" : "full", (long long)sim->dd);
     bn_cfgtext_add(t, "loss=%s", bn_loss_name(c->loss));
     bn_cfgtext_add(t, "precision=%s", bn_precision_name(c->precision));
     /* Bitwise continuation needs the same arithmetic: backend and threads. */
@@ -715,7 +835,7 @@ void bn_sim_ckpt_config(const bn_sim *sim, bn_cfgtext *t)
 bn_status bn_sim_ckpt_save(bn_sim *sim, bn_ckpt *c)
 {
     bn_backend *be = sim->be;
-    size_t rs = bn_real_size(be->precision), dS = (size_t)sim->d * (size_t)sim->S, S = (size_t)sim->S;
+    size_t rs = bn_real_size(be->precision), dS = (size_t)sim->dd * (size_t)sim->S, S = (size_t)sim->S;
     size_t sr = S * (size_t)sim->R;
     if (!sim->rec_by_slot[0]) return bn_fail(BN_ERR_ARG, "the sim can be checkpointed only while it runs");
     /* (W, γ) in the backend's own precision: the continuation sees the same bits. */
@@ -743,7 +863,7 @@ bn_status bn_sim_ckpt_load(bn_sim *sim, bn_ckpt *c)
 {
     if (sim->ran) return bn_fail(BN_ERR_ARG, "a checkpoint must be loaded before the sim runs");
     bn_backend *be = sim->be;
-    size_t rs = bn_real_size(be->precision), dS = (size_t)sim->d * (size_t)sim->S, S = (size_t)sim->S;
+    size_t rs = bn_real_size(be->precision), dS = (size_t)sim->dd * (size_t)sim->S, S = (size_t)sim->S;
     size_t sr = S * (size_t)sim->R;
     int64_t step;
     BN_TRY(bn_ckpt_get_i64(c, "sim.step", &step));

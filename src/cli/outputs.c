@@ -141,6 +141,7 @@ static bn_status write_json(const char *path, const cli_run *run, const bn_datas
     json_string(&j, "backend", bn_backend_name(bn_sim_backend(sim)));
     json_string(&j, "backend_detail", bn_sim_backend_desc(sim));
     json_int(&j, "threads", bn_sim_threads(sim));
+    json_int(&j, "coordinate_dim", bn_sim_coordinate_dim(sim));
     json_int(&j, "records", bn_recorder_max_records(rec));
     json_string(&j, "recording", "steps 0, every, 2 every, ..., steps, plus every step from window_pre steps "
                                  "before each spike's onset to window_post steps after its end and the "
