@@ -563,6 +563,9 @@ const int64_t *bn_sweep_record_counts(const bn_sweep *sw);
 int bn_sweep_n_fields(const bn_sweep *sw);
 const char *bn_sweep_field_name(const bn_sweep *sw, int i);
 
+/* "12.3 MiB": bytes in binary units, for messages. */
+void bn_format_bytes(double bytes, char *buf, size_t cap);
+
 /* Backends compiled into this build, and what each sees (one line each). */
 bn_status bn_backends_describe(char *buf, size_t len);
 

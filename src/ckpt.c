@@ -258,6 +258,19 @@ void bn_cfgtext_array(bn_cfgtext *t, const char *key, const void *p, size_t coun
                        (unsigned long long)bn_fnv1a64(BN_FNV_OFFSET, p, count * elem));
 }
 
+void bn_cfgtext_sharpness(bn_cfgtext *t, const bn_run_config *c)
+{
+    bn_cfgtext_add(t, "sharpness_every=%lld", (long long)c->sharpness_every);
+    if (c->sharpness_every <= 0) return;
+    bn_cfgtext_add(t, "sharpness_method=%d", c->sharpness_method);
+    bn_cfgtext_add(t, "sharpness_tol=%.17g", c->sharpness_tol);
+    bn_cfgtext_add(t, "sharpness_maxiter=%lld", (long long)c->sharpness_maxiter);
+    bn_cfgtext_add(t, "sharpness_sphere_plain=%d", c->sharpness_sphere_plain);
+    bn_cfgtext_add(t, "eigs=%lld", (long long)c->eigs);
+    bn_cfgtext_add(t, "eigs_operator=%d", c->eigs_operator);
+    bn_cfgtext_add(t, "eigs_maxiter=%lld", (long long)c->eigs_maxiter);
+}
+
 void bn_cfgtext_free(bn_cfgtext *t)
 {
     free(t->s);

@@ -32,7 +32,7 @@ static double vm_size_now(void)
     return pages * (double)sysconf(_SC_PAGESIZE);
 }
 
-static void human(double b, char *buf, size_t cap)
+void bn_format_bytes(double b, char *buf, size_t cap)
 {
     const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     int k = 0;
@@ -64,7 +64,7 @@ bn_status bn_check_host_memory(double bytes, const char *what)
     }
     if (avail < 0 || bytes <= avail) return BN_OK;
     char need[32], have[32];
-    human(bytes, need, sizeof need);
-    human(avail > 0 ? avail : 0, have, sizeof have);
+    bn_format_bytes(bytes, need, sizeof need);
+    bn_format_bytes(avail > 0 ? avail : 0, have, sizeof have);
     return bn_fail(BN_ERR_NOMEM, "%s needs about %s of host memory; %s available (%s)", what, need, have, limit);
 }

@@ -193,13 +193,18 @@ static double *to_col_major(const double *a, int64_t rows, int64_t cols)
  * do), so every record field is the same quantity, with products r/d the size.
  * V is orthonormal, so nothing is worse conditioned than Xc itself.  Off for
  * sharpness runs (the engine works in w), for a start or an ê outside the row
- * space, and with BN_FULL_SPACE=1. */
+ * space, for data so large that the basis would take more than about a
+ * second, and with BN_FULL_SPACE=1. */
 static bn_status choose_coordinates(bn_sim *sim, const double *xc, const double *ehat)
 {
     int64_t n = sim->n, d = sim->d;
     sim->dd = d;
     const char *env = getenv("BN_FULL_SPACE");
     if (sim->cfg.sharpness_every > 0 || (env && *env && strcmp(env, "0") != 0) || n >= d) return BN_OK;
+    /* The basis is an SVD of Xc (~4n²d flops): at most about a second.  The
+     * rule looks at the data's shape only, never at S or T, so a trajectory
+     * runs in the same coordinates alone or in any batch. */
+    if (4.0 * (double)n * (double)n * (double)d > 1e10) return BN_OK;
     bn_la_rowspace *rs = NULL;
     BN_TRY(bn_la_rowspace_create(xc, n, d, 0.0, &rs));
     int64_t r = bn_la_rowspace_rank(rs);
@@ -208,7 +213,9 @@ static bn_status choose_coordinates(bn_sim *sim, const double *xc, const double 
     int use = r > 0 && 4 * r <= 3 * d;
     /* ê and a start given as is (not projected here) must lie in the row
      * space: their residual after projection, formed explicitly (no
-     * cancellation), within rounding of their norm. */
+     * cancellation), within rounding of their norm.  (Explicit starts decide
+     * for their whole batch: one row outside the row space keeps the batch in
+     * R^d, so such a row's batch mates then round as in R^d.) */
     double *res = malloc((size_t)d * sizeof(double) + (size_t)r * sizeof(double));
     if (!res) use = 0;
     for (int64_t j = -1; use && j < (sim->cfg.project_w0 ? 0 : sim->S); j++) {
@@ -309,7 +316,8 @@ static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
             free(xr), free(er), free(z0);
             return bn_fail(BN_ERR_NOMEM, "cannot allocate the row-space coordinates");
         }
-        to_rowspace(sim, xc, n, xr);
+        /* One product for the data (the same for every trajectory). */
+        bn_la_gemm(0, 1, n, d, sim->d, 1.0, xc, sim->d, sim->basis, sim->d, 0.0, xr, d);
         to_rowspace(sim, ehat, 1, er);
         to_rowspace(sim, sim->w0, S, z0);
     }
@@ -820,16 +828,7 @@ void bn_sim_ckpt_config(const bn_sim *sim, bn_cfgtext *t)
     bn_cfgtext_array(t, "w0", sim->w0, (size_t)S * (size_t)sim->d, sizeof(double));
     bn_cfgtext_array(t, "w_ref", sim->w_ref, (size_t)sim->d, sizeof(double));
     bn_cfgtext_add(t, "skip_reference=%d", c->skip_reference);
-    bn_cfgtext_add(t, "sharpness_every=%lld", (long long)c->sharpness_every);
-    if (c->sharpness_every > 0) {
-        bn_cfgtext_add(t, "sharpness_method=%d", c->sharpness_method);
-        bn_cfgtext_add(t, "sharpness_tol=%.17g", c->sharpness_tol);
-        bn_cfgtext_add(t, "sharpness_maxiter=%lld", (long long)c->sharpness_maxiter);
-        bn_cfgtext_add(t, "sharpness_sphere_plain=%d", c->sharpness_sphere_plain);
-        bn_cfgtext_add(t, "eigs=%lld", (long long)c->eigs);
-        bn_cfgtext_add(t, "eigs_operator=%d", c->eigs_operator);
-        bn_cfgtext_add(t, "eigs_maxiter=%lld", (long long)c->eigs_maxiter);
-    }
+    bn_cfgtext_sharpness(t, c);
 }
 
 bn_status bn_sim_ckpt_save(bn_sim *sim, bn_ckpt *c)

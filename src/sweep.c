@@ -159,16 +159,7 @@ static void sweep_config(const bn_sweep *sw, const bn_run_config *base, const bn
     bn_cfgtext_add(t, "skip_reference=%d", base->skip_reference);
     bn_cfgtext_array(t, "w_ref", sw->w_ref, (size_t)sw->d, sizeof(double));
     bn_cfgtext_add(t, "theory=%d", sw->theory != NULL);
-    bn_cfgtext_add(t, "sharpness_every=%lld", (long long)base->sharpness_every);
-    if (base->sharpness_every > 0) {
-        bn_cfgtext_add(t, "sharpness_method=%d", base->sharpness_method);
-        bn_cfgtext_add(t, "sharpness_tol=%.17g", base->sharpness_tol);
-        bn_cfgtext_add(t, "sharpness_maxiter=%lld", (long long)base->sharpness_maxiter);
-        bn_cfgtext_add(t, "sharpness_sphere_plain=%d", base->sharpness_sphere_plain);
-        bn_cfgtext_add(t, "eigs=%lld", (long long)base->eigs);
-        bn_cfgtext_add(t, "eigs_operator=%d", base->eigs_operator);
-        bn_cfgtext_add(t, "eigs_maxiter=%lld", (long long)base->eigs_maxiter);
-    }
+    bn_cfgtext_sharpness(t, base);
     bn_recorder_ckpt_config(sw->rec, t);
     if (extra && *extra) {
         size_t k = strlen(extra);

@@ -299,11 +299,12 @@ Test(checkpoint, refuses_damaged_files)
     "--data whitened:n=400,d=20,noise=0.5,wnorm=4,seed=1 --steps 2000 --seeds 256 --every 10 "    \
     "--w0-scale 0.5 --w0-align 1 --w0-noise 0.05 --backend cpu --threads 1"
 
-/* kill -9 at three random points, resuming each time: the same bytes. */
-Test(checkpoint, cli_kill9_three_times_run, .timeout = 300)
+/* kill -9 at three random points, resuming each time: every output file the
+ * same bytes as an uninterrupted run (tests/kill_resume.sh). */
+static void kill9_three_times(const char *mode, const char *args)
 {
     char *dir = ts_tmpdir(), cmd[2048], *out = NULL;
-    snprintf(cmd, sizeof cmd, "bash tests/kill_resume.sh %s run %s " RUN_ARGS, ts_cli(), dir);
+    snprintf(cmd, sizeof cmd, "bash tests/kill_resume.sh %s %s %s %s", ts_cli(), mode, dir, args);
     int rc = ts_run(cmd, &out);
     cr_assert_eq(rc, 0, "kill_resume.sh: %s", out);
     cr_assert(strstr(out, "identical after 3 kills"), "%s", out);
@@ -311,6 +312,8 @@ Test(checkpoint, cli_kill9_three_times_run, .timeout = 300)
     ts_rmdir(dir);
     free(dir);
 }
+
+Test(checkpoint, cli_kill9_three_times_run, .timeout = 300) { kill9_three_times("run", RUN_ARGS); }
 
 /* SIGINT: exit 130, valid partial outputs marked partial, a checkpoint; the
  * resumed run's outputs equal the uninterrupted run's. */
@@ -502,19 +505,9 @@ Test(checkpoint, sweep_resume_bitwise)
     "--w0-noise 0.05 --steps 5000 --seeds 8 --grid eta-w=log:0.3:2:16 --batch 32 --every 25 "      \
     "--save-trajectories --backend cpu --threads 1"
 
-/* A sweep killed three times and resumed: every output file the same bytes
- * (summary, events, theory events, summary.json, trajectories.npz). */
-Test(checkpoint, cli_kill9_three_times_sweep, .timeout = 300)
-{
-    char *dir = ts_tmpdir(), cmd[2048], *out = NULL;
-    snprintf(cmd, sizeof cmd, "bash tests/kill_resume.sh %s sweep %s " SWEEP_ARGS, ts_cli(), dir);
-    int rc = ts_run(cmd, &out);
-    cr_assert_eq(rc, 0, "kill_resume.sh: %s", out);
-    cr_assert(strstr(out, "identical after 3 kills"), "%s", out);
-    free(out);
-    ts_rmdir(dir);
-    free(dir);
-}
+/* A sweep the same way (summary, events, theory events, summary.json,
+ * trajectories.npz). */
+Test(checkpoint, cli_kill9_three_times_sweep, .timeout = 300) { kill9_three_times("sweep", SWEEP_ARGS); }
 
 /* SIGTERM in the second batch: partial outputs hold the finished batch. */
 Test(checkpoint, cli_sigterm_sweep_partial, .timeout = 300)

@@ -31,17 +31,6 @@ int cli_resume_setup(const char *cmd, cli_opts *o, char *ckpt_path, size_t cap)
     return 0;
 }
 
-static void human(double b, char *buf, size_t cap)
-{
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    int k = 0;
-    while (b >= 1024 && k < 4) {
-        b /= 1024;
-        k++;
-    }
-    snprintf(buf, cap, "%.1f %s", b, u[k]);
-}
-
 /* A process killed while writing leaves its temp file (the target itself is
  * intact, see bn_write_file_atomic); the next run into the folder removes them. */
 static void remove_stale_temps(const char *dir)
@@ -87,8 +76,8 @@ int cli_prepare_output(const char *dir, double bytes, const char *what, int *cre
     double avail = free_bytes(dir);
     if (avail >= 0 && bytes > avail) {
         char need[32], have[32];
-        human(bytes, need, sizeof need);
-        human(avail, have, sizeof have);
+        bn_format_bytes(bytes, need, sizeof need);
+        bn_format_bytes(avail, have, sizeof have);
         fprintf(stderr, "bnspike: not enough disk space in %s for %s: about %s needed, %s free\n", dir, what,
                 need, have);
         return EXIT_RUN_FAILED;
