@@ -720,9 +720,9 @@ bn_status bn_sim_run_observed(bn_sim *sim, bn_progress_fn progress, void *user,
     sim->row = NULL;
     sim->prof[2] += now_seconds() - c0;
     if (getenv("BN_SIM_PROFILE"))
-        fprintf(stderr, "bn_sim profile: %lld trajectories, run %.3f s: waiting for blocks + record downloads "
+        fprintf(stderr, "bn_sim profile: %lld trajectories (coordinates %lld of %lld), run %.3f s: waiting for blocks + record downloads "
                         "%.3f s, records and observer %.3f s, final transposition %.3f s\n",
-                (long long)sim->S, sim->wall, sim->prof[0], sim->prof[1], sim->prof[2]);
+                (long long)sim->S, (long long)sim->dd, (long long)sim->d, sim->wall, sim->prof[0], sim->prof[1], sim->prof[2]);
     return st;
 }
 
