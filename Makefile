@@ -145,7 +145,7 @@ bench-gpu: $(BUILD)/bench_gpu
 	$(BUILD)/bench_gpu $(BENCH_ARGS)
 
 asan:
-	$(MAKE) BUILD=build-asan CUDA=0 OPT=-O1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(MAKE) BUILD=build-asan CUDA=0 OPT=-O1 \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fopenmp -fsanitize=address,undefined" test
 
