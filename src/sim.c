@@ -185,67 +185,6 @@ static double *to_col_major(const double *a, int64_t rows, int64_t cols)
     return t;
 }
 
-/* Row-space coordinates.  GD moves w only inside the row space of Xc (the
- * gradient Xcᵀq lies there), so with w0 projected onto it (the default) and
- * rank r < d, w = Vᵀz for an orthonormal basis V (r×d) and the run can work
- * with z: Xc·w = (Xc·Vᵀ)·z, ‖w‖ = ‖z‖, wᵀê = zᵀ(V·ê) and ‖w - a·ê‖ = ‖z - a·V·ê‖
- * whenever ê lies in the row space too (the least-squares and SVM directions
- * do), so every record field is the same quantity, with products r/d the size.
- * V is orthonormal, so nothing is worse conditioned than Xc itself.  Off for
- * sharpness runs (the engine works in w), for a start or an ê outside the row
- * space, for data so large that the basis would take more than about a
- * second, and with BN_FULL_SPACE=1. */
-static bn_status choose_coordinates(bn_sim *sim, const double *xc, const double *ehat)
-{
-    int64_t n = sim->n, d = sim->d;
-    sim->dd = d;
-    const char *env = getenv("BN_FULL_SPACE");
-    if (sim->cfg.sharpness_every > 0 || (env && *env && strcmp(env, "0") != 0) || n >= d) return BN_OK;
-    /* The basis is an SVD of Xc (~4n²d flops): at most about a second.  The
-     * rule looks at the data's shape only, never at S or T, so a trajectory
-     * runs in the same coordinates alone or in any batch. */
-    if (4.0 * (double)n * (double)n * (double)d > 1e10) return BN_OK;
-    bn_la_rowspace *rs = NULL;
-    BN_TRY(bn_la_rowspace_create(xc, n, d, 0.0, &rs));
-    int64_t r = bn_la_rowspace_rank(rs);
-    const double *V = bn_la_rowspace_basis(rs);
-    /* Only where it pays: at least a quarter of the dimensions go. */
-    int use = r > 0 && 4 * r <= 3 * d;
-    /* ê and a start given as is (not projected here) must lie in the row
-     * space: their residual after projection, formed explicitly (no
-     * cancellation), within rounding of their norm.  (Explicit starts decide
-     * for their whole batch: one row outside the row space keeps the batch in
-     * R^d, so such a row's batch mates then round as in R^d.) */
-    double *res = malloc((size_t)d * sizeof(double) + (size_t)r * sizeof(double));
-    if (!res) use = 0;
-    for (int64_t j = -1; use && j < (sim->cfg.project_w0 ? 0 : sim->S); j++) {
-        const double *v = j < 0 ? ehat : sim->w0 + j * d;
-        double *c = res + d;
-        for (int64_t k = 0; k < r; k++) {
-            double a = 0;
-            for (int64_t i = 0; i < d; i++) a += V[k * d + i] * v[i];
-            c[k] = a;
-        }
-        double v2 = 0, e2 = 0;
-        for (int64_t i = 0; i < d; i++) {
-            double a = v[i];
-            for (int64_t k = 0; k < r; k++) a -= c[k] * V[k * d + i];
-            e2 += a * a;
-            v2 += v[i] * v[i];
-        }
-        if (!(e2 <= 1e-24 * v2)) use = 0;
-    }
-    free(res);
-    if (use) {
-        sim->basis = malloc((size_t)r * (size_t)d * sizeof(double));
-        if (!sim->basis) use = 0;
-        else memcpy(sim->basis, V, (size_t)r * (size_t)d * sizeof(double));
-    }
-    if (use) sim->dd = r;
-    bn_la_rowspace_free(rs);
-    return BN_OK;
-}
-
 /* z = V·w for `rows` vectors (rows×d → rows×dd), one row at a time in a
  * fixed order, so a trajectory's z does not depend on the batch or threads. */
 static void to_rowspace(const bn_sim *sim, const double *w, int64_t rows, double *z)
@@ -275,6 +214,75 @@ static void from_rowspace(const bn_sim *sim, const double *z, int64_t rows, doub
             for (int64_t i = 0; i < d; i++) wj[i] += zk * V[k * d + i];
         }
     }
+}
+
+/* Row-space coordinates.  GD moves w only inside the row space of Xc (the
+ * gradient Xcᵀq lies there), so with w0 projected onto it (the default) and
+ * rank r < d, w = Vᵀz for an orthonormal basis V (r×d) and the run can work
+ * with z: Xc·w = (Xc·Vᵀ)·z, ‖w‖ = ‖z‖, wᵀê = zᵀ(V·ê) and ‖w - a·ê‖ = ‖z - a·V·ê‖
+ * whenever ê lies in the row space too (the least-squares and SVM directions
+ * do), so every record field is the same quantity, with products r/d the size.
+ * V is orthonormal, so nothing is worse conditioned than Xc itself.  Off for
+ * sharpness runs (the engine works in w), for a start or an ê outside the row
+ * space, for data so large that the basis would take more than about a
+ * second, and with BN_FULL_SPACE=1.  rs: the row space (NULL: not computed,
+ * because the rules below exclude it). */
+static int coordinates_considered(const bn_sim *sim)
+{
+    int64_t n = sim->n, d = sim->d;
+    const char *env = getenv("BN_FULL_SPACE");
+    if (sim->cfg.sharpness_every > 0 || (env && *env && strcmp(env, "0") != 0) || n >= d) return 0;
+    /* The basis is an SVD of Xc (~4n²d flops): at most about a second.  The
+     * rule looks at the data's shape only, never at S or T, so a trajectory
+     * runs in the same coordinates alone or in any batch. */
+    return 4.0 * (double)n * (double)n * (double)d <= 1e10;
+}
+
+/* Whether v (d) lies in the row space: its residual after projection,
+ * formed explicitly (no cancellation), within rounding of its norm.
+ * work: dd + d doubles. */
+static int in_rowspace(const bn_sim *sim, const double *v, double *work)
+{
+    int64_t d = sim->d;
+    double *back = work + sim->dd;
+    to_rowspace(sim, v, 1, work);
+    from_rowspace(sim, work, 1, back);
+    double v2 = 0, e2 = 0;
+    for (int64_t i = 0; i < d; i++) {
+        e2 += (v[i] - back[i]) * (v[i] - back[i]);
+        v2 += v[i] * v[i];
+    }
+    return e2 <= 1e-24 * v2;
+}
+
+static bn_status choose_coordinates(bn_sim *sim, const bn_la_rowspace *rs, const double *ehat)
+{
+    int64_t d = sim->d;
+    sim->dd = d;
+    if (!rs || !coordinates_considered(sim)) return BN_OK;
+    int64_t r = bn_la_rowspace_rank(rs);
+    /* Only where it pays: at least a quarter of the dimensions go. */
+    if (r <= 0 || 4 * r > 3 * d) return BN_OK;
+    sim->basis = malloc((size_t)r * (size_t)d * sizeof(double));
+    double *work = malloc((size_t)(r + d) * sizeof(double));
+    int use = sim->basis && work;
+    if (use) {
+        memcpy(sim->basis, bn_la_rowspace_basis(rs), (size_t)r * (size_t)d * sizeof(double));
+        sim->dd = r;
+    }
+    /* ê and a start given as is (not projected here) must lie in the row
+     * space.  (Explicit starts decide for their whole batch: one row outside
+     * the row space keeps the batch in R^d, so such a row's batch mates then
+     * round as in R^d.) */
+    if (use) use = in_rowspace(sim, ehat, work);
+    for (int64_t j = 0; use && !sim->cfg.project_w0 && j < sim->S; j++) use = in_rowspace(sim, sim->w0 + j * d, work);
+    free(work);
+    if (!use) {
+        free(sim->basis);
+        sim->basis = NULL;
+        sim->dd = d;
+    }
+    return BN_OK;
 }
 
 static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
@@ -408,12 +416,17 @@ bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim *
         if (!ehat || !uhat) st = bn_fail(BN_ERR_NOMEM, "cannot allocate the reference direction");
     }
     if (st == BN_OK) st = bn_setup_reference(ds, cfg, xc, sim->w_ref, &sim->ref_info, ehat, uhat);
+    /* One row space (an SVD) for both the projection of w0 and the coordinates. */
+    bn_la_rowspace *rs = NULL;
+    if (st == BN_OK && (cfg->project_w0 || coordinates_considered(sim)))
+        st = bn_la_rowspace_create(xc, n, d, 0.0, &rs);
     if (st == BN_OK) {
         build_w0(cfg, d, ehat, sim->w0);
-        if (cfg->project_w0) st = bn_setup_project_rowspace(xc, n, d, sim->w0, sim->S);
+        if (cfg->project_w0) st = bn_setup_project_rowspace(rs, sim->w0, sim->S);
     }
     if (st == BN_OK) st = bn_setup_check_w0(xc, n, d, sim->w0, sim->S);
-    if (st == BN_OK) st = choose_coordinates(sim, xc, ehat);
+    if (st == BN_OK) st = choose_coordinates(sim, rs, ehat);
+    bn_la_rowspace_free(rs);
     if (st == BN_OK) st = bn_backend_open(cfg->backend, cfg->precision, cfg->threads, cfg->device, &sim->be);
     if (st == BN_OK) st = check_memory(sim);
     if (st == BN_OK) st = upload_problem(sim, xc, bn_dataset_y(ds), uhat, ehat);

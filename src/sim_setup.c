@@ -41,10 +41,9 @@ bn_status bn_setup_reference(const bn_dataset *ds, const bn_run_config *cfg, con
     return BN_OK;
 }
 
-bn_status bn_setup_project_rowspace(const double *xc, int64_t n, int64_t d, double *w0, int64_t S)
+bn_status bn_setup_project_rowspace(const bn_la_rowspace *rs, double *w0, int64_t S)
 {
-    bn_la_rowspace *rs = NULL;
-    BN_TRY(bn_la_rowspace_create(xc, n, d, 0.0, &rs));
+    int64_t d = bn_la_rowspace_dim(rs);
     /* Full rank: the row space is all of R^d and projecting would only round.
      * One row at a time: a batched BLAS product would round a row differently
      * depending on S, and seed s must start the same alone or in a batch. */
@@ -52,7 +51,6 @@ bn_status bn_setup_project_rowspace(const double *xc, int64_t n, int64_t d, doub
     if (bn_la_rowspace_rank(rs) < d)
         for (int64_t j = 0; j < S && st == BN_OK; j++)
             st = bn_la_rowspace_project(rs, w0 + j * d, 1, w0 + j * d);
-    bn_la_rowspace_free(rs);
     return st;
 }
 
