@@ -258,6 +258,13 @@ void bn_cfgtext_array(bn_cfgtext *t, const char *key, const void *p, size_t coun
                        (unsigned long long)bn_fnv1a64(BN_FNV_OFFSET, p, count * elem));
 }
 
+void bn_cfgtext_lines(bn_cfgtext *t, const char *lines)
+{
+    if (!lines || !*lines) return;
+    size_t k = strlen(lines);
+    bn_cfgtext_add(t, "%.*s", (int)(lines[k - 1] == '\n' ? k - 1 : k), lines);
+}
+
 void bn_cfgtext_sharpness(bn_cfgtext *t, const bn_run_config *c)
 {
     bn_cfgtext_add(t, "sharpness_every=%lld", (long long)c->sharpness_every);

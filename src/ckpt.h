@@ -57,6 +57,8 @@ typedef struct bn_cfgtext {
 void bn_cfgtext_add(bn_cfgtext *t, const char *fmt, ...) BN_PRINTF(2, 3);
 /* key=<count>:<fnv of the bytes> for an array (or key=none). */
 void bn_cfgtext_array(bn_cfgtext *t, const char *key, const void *p, size_t count, size_t elem);
+/* The caller's own "key=value\n" lines (NULL or "" adds nothing). */
+void bn_cfgtext_lines(bn_cfgtext *t, const char *lines);
 void bn_cfgtext_free(bn_cfgtext *t);
 /* The sharpness settings of cfg (sharpness_every, and the rest when it is on). */
 void bn_cfgtext_sharpness(bn_cfgtext *t, const bn_run_config *cfg);

@@ -20,10 +20,7 @@ static bn_status build_config(const bn_sim *sim, const bn_recorder *rec, const c
     bn_cfgtext_add(t, "kind=run");
     bn_sim_ckpt_config(sim, t);
     bn_recorder_ckpt_config(rec, t);
-    if (extra && *extra) {
-        size_t k = strlen(extra);
-        bn_cfgtext_add(t, "%.*s", (int)(extra[k - 1] == '\n' ? k - 1 : k), extra);
-    }
+    bn_cfgtext_lines(t, extra);
     if (t->failed) return bn_fail(BN_ERR_NOMEM, "cannot describe the configuration for the checkpoint");
     return BN_OK;
 }

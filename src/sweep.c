@@ -161,10 +161,7 @@ static void sweep_config(const bn_sweep *sw, const bn_run_config *base, const bn
     bn_cfgtext_add(t, "theory=%d", sw->theory != NULL);
     bn_cfgtext_sharpness(t, base);
     bn_recorder_ckpt_config(sw->rec, t);
-    if (extra && *extra) {
-        size_t k = strlen(extra);
-        bn_cfgtext_add(t, "%.*s", (int)(extra[k - 1] == '\n' ? k - 1 : k), extra);
-    }
+    bn_cfgtext_lines(t, extra);
 }
 
 /* The per-trajectory arrays of the sweep (count each; w0, w_final count×d). */

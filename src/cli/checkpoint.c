@@ -11,24 +11,28 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-void cli_checkpoint_path(const char *dir, char *buf, size_t cap) { snprintf(buf, cap, "%s/checkpoint.bnck", dir); }
-
-int cli_resume_setup(const char *cmd, cli_opts *o, char *ckpt_path, size_t cap)
+int cli_resume_setup(const char *cmd, cli_opts *o, cli_ckpt_paths *p)
 {
-    if (!o->resume) {
-        cli_checkpoint_path(o->out_dir, ckpt_path, cap);
-        return 0;
+    p->read[0] = 0;
+    if (o->resume) {
+        if (!o->out_given) o->out_dir = o->resume;
+        snprintf(p->read, sizeof p->read, "%s/checkpoint.bnck", o->resume);
+        struct stat sb;
+        if (stat(p->read, &sb) != 0) {
+            fprintf(stderr, "bnspike %s: --resume %s: no checkpoint there (%s): the run finished, or never "
+                            "wrote one (see --checkpoint-every)\n", cmd, o->resume, strerror(errno));
+            return EXIT_RUN_FAILED;
+        }
     }
-    if (!o->out_given) o->out_dir = o->resume;
-    cli_checkpoint_path(o->resume, ckpt_path, cap);
-    struct stat sb;
-    if (stat(ckpt_path, &sb) != 0) {
-        fprintf(stderr, "bnspike %s: --resume %s: no checkpoint there (%s): the run finished, or never "
-                        "wrote one (see --checkpoint-every)\n", cmd, o->resume, strerror(errno));
-        return EXIT_RUN_FAILED;
-    }
-    if (strcmp(o->out_dir, o->resume) != 0) cli_checkpoint_path(o->out_dir, ckpt_path, cap);
+    snprintf(p->write, sizeof p->write, "%s/checkpoint.bnck", o->out_dir);
     return 0;
+}
+
+bn_checkpoint_config cli_checkpoint_config(const cli_opts *o, const cli_ckpt_paths *p, const char *extra)
+{
+    bn_checkpoint_config ck = {.path = p->write, .every = o->ckpt_every, .resume = p->read[0] ? p->read : NULL,
+                               .extra = extra};
+    return ck;
 }
 
 /* A process killed while writing leaves its temp file (the target itself is

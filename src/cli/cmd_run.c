@@ -186,8 +186,8 @@ static int execute(cli_run *run, const char *title, int show)
     bn_array w0 = {0}, ref = {0};
     bn_sim *sim = NULL;
     bn_recorder *rec = NULL;
-    char ckpt[4200];
-    int rc = cli_resume_setup("run", o, ckpt, sizeof ckpt);
+    cli_ckpt_paths ckpt;
+    int rc = cli_resume_setup("run", o, &ckpt);
     if (rc) return rc;
     bn_status st = cli_load_dataset(o, &ds);
     if (st) return cli_report("data", st);
@@ -211,14 +211,7 @@ static int execute(cli_run *run, const char *title, int show)
                     bn_sim_backend_desc(sim));
         cli_progress prog;
         cli_progress_init(&prog, o->quiet, o->cfg.seeds);
-        bn_checkpoint_config ck = {.path = ckpt, .every = o->ckpt_every, .resume = o->resume ? ckpt : NULL,
-                                   .extra = "command=run"};
-        char resume_from[4200];
-        if (o->resume) {
-            /* Read from DIR, write to the output folder (usually the same). */
-            cli_checkpoint_path(o->resume, resume_from, sizeof resume_from);
-            ck.resume = resume_from;
-        }
+        bn_checkpoint_config ck = cli_checkpoint_config(o, &ckpt, "command=run");
         st = bn_recorder_run_checkpointed(rec, sim, ds, cli_progress_cb, &prog, &ck);
         cli_progress_done(&prog);
         run->resumed_step = ck.resumed_step;
@@ -235,9 +228,9 @@ static int execute(cli_run *run, const char *title, int show)
     if (!rc) rc = cli_write_outputs(run, ds, sim, rec);
     if (!rc && run->partial) {
         fprintf(stderr, "bnspike: stopped at step %lld: wrote the partial outputs and %s; continue with the same "
-                        "command plus --resume %s\n", (long long)run->stopped_step, ckpt, o->out_dir);
+                        "command plus --resume %s\n", (long long)run->stopped_step, ckpt.write, o->out_dir);
         rc = cli_signal_exit_code();
-    } else if (!rc) cli_checkpoint_remove(ckpt);
+    } else if (!rc) cli_checkpoint_remove(ckpt.write);
     if (!rc && show) {
         if (title) puts(title);
         print_summary(sim, rec, o->cfg.steps, 10);

@@ -738,13 +738,13 @@ int cli_sweep_main(int argc, char **argv, cli_mpi_plan *mpi)
         }
     }
 
-    char ckpt[4200];
+    cli_ckpt_paths ckpt;
     if ((r.o.resume || r.o.ckpt_every) && mpi && mpi->size > 1) {
         rc = cli_usage_error("sweep", "--checkpoint-every/--resume do not combine with mpirun; run shards "
                                       "(--shard i/N, one checkpoint each) instead");
         goto done;
     }
-    rc = cli_resume_setup("sweep", &r.o, ckpt, sizeof ckpt);
+    rc = cli_resume_setup("sweep", &r.o, &ckpt);
     if (rc) goto done;
     bn_status st = cli_load_dataset(&r.o, &ds);
     if (st) {
@@ -781,12 +781,7 @@ int cli_sweep_main(int argc, char **argv, cli_mpi_plan *mpi)
     rc = cli_prepare_output(r.o.out_dir, sweep_output_bytes(&r, so.n, bn_dataset_d(ds)),
                             "the outputs and checkpoints", &created);
     if (rc) goto done;
-    char resume_from[4200];
-    bn_checkpoint_config ck = {.path = ckpt, .every = r.o.ckpt_every, .extra = "command=sweep"};
-    if (r.o.resume) {
-        cli_checkpoint_path(r.o.resume, resume_from, sizeof resume_from);
-        ck.resume = resume_from;
-    }
+    bn_checkpoint_config ck = cli_checkpoint_config(&r.o, &ckpt, "command=sweep");
     spec.checkpoint = &ck;
     cli_progress prog;
     cli_progress_init(&prog, r.o.quiet, so.n);
@@ -829,11 +824,11 @@ int cli_sweep_main(int argc, char **argv, cli_mpi_plan *mpi)
     if (!rc && so.partial) {
         fprintf(stderr, "bnspike sweep: stopped (%lld of %lld trajectories done): wrote the partial outputs and %s; "
                         "continue with the same command plus --resume %s\n",
-                (long long)bn_sweep_trajectories_done(sw), (long long)so.n, ckpt, r.o.out_dir);
+                (long long)bn_sweep_trajectories_done(sw), (long long)so.n, ckpt.write, r.o.out_dir);
         rc = cli_signal_exit_code();
         goto done;
     }
-    if (!rc) cli_checkpoint_remove(ckpt);
+    if (!rc) cli_checkpoint_remove(ckpt.write);
     if (!rc && mpi) mpi->wrote = 1;
     if (!rc && !r.o.quiet && !(mpi && mpi->size > 1)) print_report(&so);
 done:

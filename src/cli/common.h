@@ -86,11 +86,16 @@ typedef struct {
 } cli_run;
 
 /* Checkpoints and resource checks shared by run and sweep (checkpoint.c). */
-/* DIR/checkpoint.bnck */
-void cli_checkpoint_path(const char *dir, char *buf, size_t cap);
-/* With --resume DIR: the output folder defaults to DIR and the checkpoint must
- * exist there.  Returns 0 or an exit code (message printed). */
-int cli_resume_setup(const char *cmd, cli_opts *o, char *ckpt_path, size_t cap);
+/* Where a command writes its checkpoint (OUT/checkpoint.bnck) and, with
+ * --resume DIR, reads one (DIR/checkpoint.bnck; "" without --resume). */
+typedef struct {
+    char write[4200], read[4200];
+} cli_ckpt_paths;
+/* Fills p; with --resume DIR the output folder defaults to DIR and the
+ * checkpoint must exist there.  Returns 0 or an exit code (message printed). */
+int cli_resume_setup(const char *cmd, cli_opts *o, cli_ckpt_paths *p);
+/* The library's checkpoint settings for these paths and options. */
+bn_checkpoint_config cli_checkpoint_config(const cli_opts *o, const cli_ckpt_paths *p, const char *extra);
 /* Creates the output folder, checks that it is writable and that its file
  * system has room for about `bytes` of outputs (plus checkpoints); 0 or an
  * exit code (message printed, nothing written). */
