@@ -378,6 +378,16 @@ static void pw_set_free(bn_sharp *sh, pw_set *s)
     memset(s, 0, sizeof *s);
 }
 
+/* The compacted batch's vectors (m columns of cur) back to their own columns
+ * map[0..m) of the engine's V and vg for operator op: their warm starts. */
+static bn_status send_home(bn_sharp *sh, int op, int64_t d, const pw_set *cur, const int64_t *map, int64_t m)
+{
+    bn_backend *be = sh->be;
+    BN_TRY(be->ops->upload(be, sh->idx[0], map, (size_t)m * sizeof(int64_t)));
+    BN_TRY(be->ops->copy_columns(be, d, m, cur->V, 1, d, NULL, sh->V[op], 1, d, (const int64_t *)sh->idx[0]));
+    return be->ops->copy_columns(be, 1, m, cur->vg, 1, 1, NULL, sh->vg[op], 1, 1, (const int64_t *)sh->idx[0]);
+}
+
 /* dst (count columns) ← the columns idx of src (m columns): every buffer of the set. */
 static bn_status pw_set_gather(bn_sharp *sh, const pw_set *src, int64_t m, const int64_t *idx, int64_t count,
                                pw_set *dst)
@@ -533,11 +543,7 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
             st = pw_set_alloc(sh, dst);
             if (st == BN_OK && cur_id >= 0) {
                 /* The columns of this batch leave it: their vectors go home (warm starts). */
-                st = be->ops->upload(be, sh->idx[0], map, (size_t)m * sizeof(int64_t));
-                if (st == BN_OK)
-                    st = be->ops->copy_columns(be, d, m, cur.V, 1, d, NULL, sh->V[op], 1, d, (const int64_t *)sh->idx[0]);
-                if (st == BN_OK)
-                    st = be->ops->copy_columns(be, 1, m, cur.vg, 1, 1, NULL, sh->vg[op], 1, 1, (const int64_t *)sh->idx[0]);
+                st = send_home(sh, op, d, &cur, map, m);
             }
             int64_t cnt = 0;
             for (int64_t k = 0; k < m; k++)
@@ -570,11 +576,7 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
     }
     if (st == BN_OK && cur_id >= 0) {
         /* The last batch's vectors go home. */
-        st = be->ops->upload(be, sh->idx[0], map, (size_t)m * sizeof(int64_t));
-        if (st == BN_OK)
-            st = be->ops->copy_columns(be, d, m, cur.V, 1, d, NULL, sh->V[op], 1, d, (const int64_t *)sh->idx[0]);
-        if (st == BN_OK)
-            st = be->ops->copy_columns(be, 1, m, cur.vg, 1, 1, NULL, sh->vg[op], 1, 1, (const int64_t *)sh->idx[0]);
+        st = send_home(sh, op, d, &cur, map, m);
     }
     for (int64_t j = 0; j < S; j++) {
         if (col[j].active) lam[j] = col[j].best; /* the best lower bound found */
