@@ -471,6 +471,24 @@ static int write_summary_json(const sweep_out *so)
     return rc;
 }
 
+/* Counts over the sweep's trajectories, for run.json and the report. */
+typedef struct {
+    int64_t spiked, spikes, diverged, floor;
+} sweep_totals;
+
+static void count_totals(const sweep_out *so, sweep_totals *tot)
+{
+    const bn_events *ev = bn_sweep_events(so->sw);
+    memset(tot, 0, sizeof *tot);
+    for (int64_t t = 0; t < so->n; t++) {
+        const bn_traj_summary *s = bn_events_summary(ev, t);
+        tot->spiked += s->n_spikes > 0;
+        tot->spikes += s->n_spikes;
+        tot->diverged += s->diverged;
+        tot->floor += s->floor_reached;
+    }
+}
+
 static int write_run_json(const sweep_out *so, const bn_dataset *ds, double wall_total)
 {
     const sweep_req *r = so->r;
@@ -514,20 +532,13 @@ static int write_run_json(const sweep_out *so, const bn_dataset *ds, double wall
         json_number(&j, "L_star", td->lstar);
     }
     json_end_object(&j);
-    const bn_events *ev = bn_sweep_events(sw);
-    int64_t spiked = 0, spikes = 0, div = 0, floor = 0;
-    for (int64_t t = 0; t < so->n; t++) {
-        const bn_traj_summary *s = bn_events_summary(ev, t);
-        spiked += s->n_spikes > 0;
-        spikes += s->n_spikes;
-        div += s->diverged;
-        floor += s->floor_reached;
-    }
+    sweep_totals tot;
+    count_totals(so, &tot);
     json_begin_object(&j, "totals");
-    json_int(&j, "trajectories_with_spikes", spiked);
-    json_int(&j, "spikes", spikes);
-    json_int(&j, "diverged_trajectories", div);
-    json_int(&j, "floor_reached_trajectories", floor);
+    json_int(&j, "trajectories_with_spikes", tot.spiked);
+    json_int(&j, "spikes", tot.spikes);
+    json_int(&j, "diverged_trajectories", tot.diverged);
+    json_int(&j, "floor_reached_trajectories", tot.floor);
     json_end_object(&j);
     json_string(&j, "backend", bn_backend_name(bn_sweep_backend(sw)));
     json_string(&j, "backend_detail", bn_sweep_backend_desc(sw));
@@ -606,16 +617,12 @@ static int sweep_progress(void *user, int64_t done, int64_t total, int64_t cols)
 static void print_report(const sweep_out *so)
 {
     const bn_events *ev = bn_sweep_events(so->sw), *th = bn_sweep_theory(so->sw);
-    int64_t spiked = 0, div = 0, floor = 0, agree = 0;
-    for (int64_t t = 0; t < so->n; t++) {
-        const bn_traj_summary *s = bn_events_summary(ev, t);
-        spiked += s->n_spikes > 0;
-        div += s->diverged;
-        floor += s->floor_reached;
-        if (th) {
-            const bn_spike_event *a = bn_events_get(ev, t, 0), *b = bn_events_get(th, t, 0);
-            agree += (!a && !b) || (a && b && a->onset_step == b->onset_step && a->peak_step == b->peak_step);
-        }
+    sweep_totals tot;
+    count_totals(so, &tot);
+    int64_t agree = 0;
+    for (int64_t t = 0; th && t < so->n; t++) {
+        const bn_spike_event *a = bn_events_get(ev, t, 0), *b = bn_events_get(th, t, 0);
+        agree += (!a && !b) || (a && b && a->onset_step == b->onset_step && a->peak_step == b->peak_step);
     }
     if (so->r->shard_n)
         printf("shard %lld/%lld: trajectories %lld..%lld of %lld (%lld settings × %lld seeds) in %lld batch%s of up to %lld on %s\n",
@@ -628,8 +635,8 @@ static void print_report(const sweep_out *so)
                (long long)so->count, (long long)so->G, (long long)so->S, (long long)bn_sweep_batches(so->sw),
                bn_sweep_batches(so->sw) == 1 ? "" : "es", (long long)bn_sweep_batch_size(so->sw),
                bn_sweep_backend_desc(so->sw));
-    printf("  %lld spiked, %lld diverged, %lld reached the %s precision floor\n", (long long)spiked,
-           (long long)div, (long long)floor, bn_precision_name(so->r->o.cfg.precision));
+    printf("  %lld spiked, %lld diverged, %lld reached the %s precision floor\n", (long long)tot.spiked,
+           (long long)tot.diverged, (long long)tot.floor, bn_precision_name(so->r->o.cfg.precision));
     if (th)
         printf("  theory (%s): first spike's onset and peak steps agree with the simulation in %lld of %lld\n",
                bn_sweep_theory_data(so->sw)->whitened ? "exact: whitened data" : "NOT exact: data not whitened",
