@@ -15,7 +15,11 @@ if [ "${1:-}" = all ]; then
     command -v mpirun >/dev/null || need="$need openmpi-bin"
 fi
 have_hdr() { [ -e "/usr/include/$1" ] || [ -e "/usr/include/x86_64-linux-gnu/$1" ] || [ -e "/usr/include/aarch64-linux-gnu/$1" ]; }
-have_hdr cblas.h            || need="$need libopenblas-dev"
+# cblas.h alone is not enough: liblapacke-dev pulls in the reference BLAS,
+# whose cblas.h satisfies a header check while -lopenblas still fails to link.
+have_lib() { for dir in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib; do
+    [ -e "$dir/$1" ] && return 0; done; return 1; }
+have_lib libopenblas.so     || need="$need libopenblas-dev"
 have_hdr lapacke.h          || need="$need liblapacke-dev"
 have_hdr zlib.h             || need="$need zlib1g-dev"
 have_hdr criterion/criterion.h || need="$need libcriterion-dev"

@@ -13,6 +13,7 @@
 #include "internal.h"
 #include "bn_math.h"
 #include "bn_hvp_math.h"
+#include "bn_sqh_math.h"
 
 typedef struct bn_backend bn_backend;
 
@@ -109,6 +110,18 @@ typedef struct bn_backend_ops {
     bn_status (*copy_columns)(bn_backend *be, int64_t rows, int64_t count, const void *src,
                               int64_t srs, int64_t scs, const int64_t *sidx, void *dst,
                               int64_t drs, int64_t dcs, const int64_t *didx);
+    /* Optional (issue 7; NULL = the general HVPs above): for every column j the
+     * whole power iteration bn_sqh_power_column on the square loss's Hessian in
+     * the data's singular basis, O(r) per product (bn_sqh_math.h), with key
+     * seed + j.  lam, cy: r (diag of AᵀA, Aᵀy); Z: r×S state; gamma: S; aw, ag:
+     * S (√η_w, √η_γ) or NULL = ones; V, vg: previous vectors in (warm), last
+     * vectors out (r×S, S); Vs, vgs: the record's start vectors, written;
+     * io: BN_SQ_COUNT×S field-major. */
+    bn_status (*power_square)(bn_backend *be, int64_t r, int64_t n, int64_t S, const void *lam,
+                              const void *cy, const void *Z, const void *gamma, const void *aw,
+                              const void *ag, int project, int warm, uint64_t seed, uint64_t counter,
+                              void *V, void *vg, void *Vs, void *vgs, double tol, int64_t maxiter,
+                              void *io);
 } bn_backend_ops;
 
 struct bn_backend {

@@ -10,6 +10,13 @@
 #include <math.h>
 #include <stdint.h>
 
+/* restrict in C, __restrict__ in C++ (nvcc, and the host emulator's g++). */
+#if defined(__cplusplus)
+#define BN_RESTRICT __restrict__
+#else
+#define BN_RESTRICT restrict
+#endif
+
 #if defined(__CUDACC__)
 #define BN_HD __host__ __device__
 #define BN_COLUMN_INLINE

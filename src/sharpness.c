@@ -40,6 +40,12 @@ struct bn_sharp {
     int vinit[BN_SOP_COUNT];
     unsigned char *inrow; /* S: w in the row space of Xc */
     const void *W, *gamma;
+    int hvp_ready;      /* U, R, H2, hs hold the state of W, gamma (made on first need) */
+    /* The square loss in the data's singular basis (issue 7; su.sq_lam set and
+     * the backend has power_square): each column's power iteration runs whole
+     * on the backend at O(d) per product; sqio: BN_SQ_COUNT×S. */
+    int square;
+    void *sqio;
     /* Compaction of the power iteration (issue 7): two batches of the columns
      * still iterating, and two device index buffers (S int64 each). */
     pw_set cset[2];
@@ -151,6 +157,8 @@ bn_status bn_sharp_create(bn_backend *be, const bn_sharp_setup *su, bn_sharp **o
     if (st == BN_OK) st = dalloc(sh, S, &sh->ag);
     if (st == BN_OK) st = dalloc(sh, d * S, &sh->Vsave);
     if (st == BN_OK) st = dalloc(sh, S, &sh->vgsave);
+    sh->square = su->sq_lam && su->sq_cy && !su->logistic && o->power_square;
+    if (st == BN_OK && sh->square) st = dalloc(sh, (size_t)BN_SQ_COUNT * S, &sh->sqio);
     if (o->copy_columns)
         for (int i = 0; i < 2 && st == BN_OK; i++) st = o->alloc(be, S * sizeof(int64_t), &sh->idx[i]);
     if (st == BN_OK) {
@@ -186,7 +194,7 @@ void bn_sharp_free(bn_sharp *sh)
 {
     if (!sh) return;
     void *bufs[] = {sh->U, sh->R, sh->H2, sh->hs, sh->Udot, sh->Qdot, sh->X, sh->xg, sh->ctl,
-                    sh->aw, sh->ag, sh->Vsave, sh->vgsave, sh->QW, sh->QG, sh->coef};
+                    sh->aw, sh->ag, sh->Vsave, sh->vgsave, sh->QW, sh->QG, sh->coef, sh->sqio};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) sh->be->ops->dealloc(sh->be, bufs[i]);
     for (int i = 0; i < 2; i++) {
@@ -216,14 +224,29 @@ int64_t bn_sharp_dim(const bn_sharp *sh, int op) { return sh->su.d + ((op & BN_S
 
 bn_status bn_sharp_set_state(bn_sharp *sh, const void *W, const void *gamma)
 {
-    bn_backend *be = sh->be;
-    const bn_sharp_setup *su = &sh->su;
     sh->W = W;
     sh->gamma = gamma;
-    BN_TRY(be->ops->product_xw(be, su->n, su->d, su->S, su->Xc, W, sh->U));
-    return be->ops->hvp_prepare_columns(be, su->n, su->S, sh->U, su->y, gamma, su->logistic, sh->R,
-                                        sh->H2, sh->hs);
+    sh->hvp_ready = 0;
+    return BN_OK;
 }
+
+/* The state pass of the general HVP (U = Xc·W, then R, H2, hs), made when a
+ * general product first needs it after bn_sharp_set_state: a record served
+ * by power_square alone never pays for it. */
+static bn_status hvp_state(bn_sharp *sh)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    if (!sh->W) return bn_fail(BN_ERR_ARG, "sharpness: no state set");
+    if (sh->hvp_ready) return BN_OK;
+    BN_TRY(be->ops->product_xw(be, su->n, su->d, su->S, su->Xc, sh->W, sh->U));
+    BN_TRY(be->ops->hvp_prepare_columns(be, su->n, su->S, sh->U, su->y, sh->gamma, su->logistic, sh->R,
+                                        sh->H2, sh->hs));
+    sh->hvp_ready = 1;
+    return BN_OK;
+}
+
+int bn_sharp_is_square(const bn_sharp *sh) { return sh->square; }
 
 /* X = Xcᵀ·Q (m columns): through the explicit transpose when the setup has
  * one (a backend may cache the transpose of one matrix only, which the run's
@@ -240,7 +263,7 @@ bn_status bn_sharp_apply(bn_sharp *sh, int op, const void *V, const void *vg, vo
     bn_backend *be = sh->be;
     const bn_sharp_setup *su = &sh->su;
     int wt = (op & BN_SOP_WEIGHTED) != 0;
-    if (!sh->W) return bn_fail(BN_ERR_ARG, "sharpness: no state set");
+    BN_TRY(hvp_state(sh));
     BN_TRY(be->ops->product_xw(be, su->n, su->d, su->S, su->Xc, V, sh->Udot));
     BN_TRY(be->ops->hvp_columns(be, su->n, su->S, sh->U, sh->R, sh->H2, sh->hs, sh->Udot, vg,
                                 wt ? sh->aw : NULL, wt ? sh->ag : NULL, sh->Qdot, xg));
@@ -251,8 +274,7 @@ bn_status bn_sharp_apply(bn_sharp *sh, int op, const void *V, const void *vg, vo
 
 /* Per-column bookkeeping of one power iteration. */
 typedef struct {
-    double mu_prev, d_prev, best;
-    int64_t it;
+    bn_power_state pc;
     int active;
 } pw_col;
 
@@ -321,6 +343,13 @@ bn_status bn_sharp_power_warm_from(bn_sharp *sh, int dst, int src)
     if (!sh->vinit[src]) return BN_OK;
     if (!sh->W) return bn_fail(BN_ERR_ARG, "sharpness: no state set");
     BN_TRY(ensure_vec(sh, dst));
+    if (sh->square && be->ops->copy_columns) {
+        /* power_square projects and normalizes its start itself. */
+        BN_TRY(be->ops->copy_columns(be, su->d, su->S, sh->V[src], 1, su->d, NULL, sh->V[dst], 1, su->d, NULL));
+        BN_TRY(be->ops->copy_columns(be, 1, su->S, sh->vg[src], 1, 1, NULL, sh->vg[dst], 1, 1, NULL));
+        sh->vinit[dst] = 1;
+        return BN_OK;
+    }
     for (int64_t j = 0; j < su->S; j++) hc(sh, BN_SC_ACTIVE)[j] = 1;
     BN_TRY(ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1));
     BN_TRY(be->ops->lanczos_extend(be, su->d, su->S, -1, sh->V[dst], sh->vg[dst], sh->V[src], sh->vg[src], sh->W, 0,
@@ -429,14 +458,43 @@ static bn_status pw_set_iteration(bn_sharp *sh, int op, const pw_set *s, int64_t
                 2 * (size_t)m);
 }
 
+/* bn_sharp_power with power_square: the same start vectors as power_start, the
+ * same shifts and stopping rule (bn_power_control), each column's whole
+ * iteration, its start included, in one backend call. */
+static bn_status power_square(bn_sharp *sh, int op, double *lam, double *shift, int64_t *iters, int64_t *conv)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    int64_t S = su->S;
+    int wt = (op & BN_SOP_WEIGHTED) != 0;
+    BN_TRY(ensure_vec(sh, op));
+    double *io = sh->hctl; /* BN_SC_COUNT×S ≥ BN_SQ_COUNT×S */
+    memcpy(io + (size_t)BN_SQ_SIGMA * (size_t)S, sh->sigma[op], (size_t)S * sizeof(double));
+    BN_TRY(up(sh, sh->sqio, io, (size_t)S));
+    BN_TRY(be->ops->power_square(be, su->d, su->n, S, su->sq_lam, su->sq_cy, sh->W, sh->gamma, wt ? sh->aw : NULL,
+                                 wt ? sh->ag : NULL, (op & BN_SOP_PROJECT) != 0, sh->vinit[op], su->seed,
+                                 CNT_POWER + (uint64_t)op, sh->V[op], sh->vg[op], sh->Vsave, sh->vgsave, sh->tol,
+                                 su->maxiter, sh->sqio));
+    sh->vinit[op] = 1;
+    BN_TRY(down(sh, io, sh->sqio, (size_t)BN_SQ_COUNT * (size_t)S));
+    for (int64_t j = 0; j < S; j++) {
+        sh->sigma[op][j] = shift[j] = io[BN_SQ_SIGMA * S + j];
+        lam[j] = io[BN_SQ_LAM * S + j];
+        iters[j] = (int64_t)io[BN_SQ_ITERS * S + j];
+        conv[j] = io[BN_SQ_CONV * S + j] != 0;
+    }
+    return BN_OK;
+}
+
 bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64_t *iters,
                          int64_t *conv)
 {
+    if (op >= 0 && op < BN_SOP_COUNT && sh->W && sh->square) return power_square(sh, op, lam, shift, iters, conv);
     bn_backend *be = sh->be;
     const bn_sharp_setup *su = &sh->su;
     int64_t S = su->S, d = su->d;
     if (op < 0 || op >= BN_SOP_COUNT) return bn_fail(BN_ERR_ARG, "sharpness: bad operator %d", op);
-    if (!sh->W) return bn_fail(BN_ERR_ARG, "sharpness: no state set");
+    BN_TRY(hvp_state(sh));
     BN_TRY(ensure_vec(sh, op));
     pw_col *col = malloc((size_t)S * sizeof *col);
     char *restart = malloc((size_t)S);
@@ -453,7 +511,7 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
     bn_status st = bn_sharp_power_prepare(sh, op);
     double *sig = sh->sigma[op];
     for (int64_t j = 0; j < S; j++) {
-        col[j] = (pw_col){.mu_prev = NAN, .d_prev = NAN, .best = -INFINITY, .it = 0, .active = 1};
+        col[j] = (pw_col){.pc = bn_power_state_init(), .active = 1};
         lam[j] = NAN;
         conv[j] = 0;
         map[j] = j;
@@ -480,49 +538,16 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
             int64_t j = map[k];
             pw_col *c = &col[j];
             if (!c->active) continue;
-            c->it++;
             nvj[j] = nv[k];
-            double mk = mu[k], s = sig[j];
-            if (!isfinite(mk)) { /* a non-finite state (or an overflow): nothing to report */
-                lam[j] = NAN;
+            int cv = 0;
+            int act = bn_power_control(&c->pc, mu[k], nv[k], &sig[j], tol, &lam[j], &cv);
+            if (act == BN_PW_DONE) {
+                conv[j] = cv;
                 c->active = 0;
-                continue;
-            }
-            if (mk > c->best) c->best = mk;
-            if (!(nv[k] > 0) || !isfinite(nv[k])) {
-                /* (A - σI)v = 0: v is an eigenvector with eigenvalue σ = μ. */
-                lam[j] = c->best;
-                conv[j] = nv[k] == 0;
-                c->active = 0;
-                continue;
-            }
-            double dm = mk - c->mu_prev, gap = mk - s;
-            double scale = fmax(fabs(mk), fabs(gap));
-            if (gap < 0 && fabs(dm) <= 1e-2 * fabs(gap)) {
-                /* The dominant eigenvalue of A - σI is negative: shift to μ ≥ λ_min. */
-                sig[j] = mk;
+            } else if (act == BN_PW_RESTART) {
                 restart[k] = 1;
                 any_restart = 1;
-                c->mu_prev = c->d_prev = NAN;
-                continue;
             }
-            /* Only with two changes seen (the extrapolation below needs their
-             * ratio): from a good warm start the first change alone can be
-             * small while the ratio is close to 1 (issue 7: accepted after 2
-             * HVPs, such a column was off by 5e-4 relative). */
-            int ok = fabs(dm) <= tol * scale && gap >= 0 && !isnan(c->d_prev);
-            if (ok && c->d_prev != 0) {
-                double rho = fabs(dm) / fabs(c->d_prev);
-                if (rho < 1) ok = fabs(dm) / (1 - rho) <= tol * scale;
-            }
-            if (ok) {
-                lam[j] = c->best;
-                conv[j] = 1;
-                c->active = 0;
-                continue;
-            }
-            c->d_prev = dm;
-            c->mu_prev = mk;
         }
         nactive = 0;
         for (int64_t k = 0; k < m; k++) nactive += col[map[k]].active;
@@ -579,8 +604,8 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
         st = send_home(sh, op, d, &cur, map, m);
     }
     for (int64_t j = 0; j < S; j++) {
-        if (col[j].active) lam[j] = col[j].best; /* the best lower bound found */
-        iters[j] = col[j].it;
+        if (col[j].active) lam[j] = col[j].pc.best; /* the best lower bound found */
+        iters[j] = col[j].pc.it;
         shift[j] = sig[j];
     }
     free(col);

@@ -91,6 +91,14 @@ typedef struct {
      * stays in the batch until the last one converges (the results are the
      * same: for tests and benchmarks). */
     int no_compact;
+    /* Square loss (issue 7): when Xc's Gram matrix XcᵀXc is diagonal (the
+     * engine runs in the data's singular basis, sharpness_log.c), its
+     * diagonal λ and c_y = Xcᵀy (backend buffers, d each, kept by the caller)
+     * let bn_sharp_power run each column's iteration whole on the backend at
+     * O(d) per product (bn_sqh_math.h) instead of two matrix products.
+     * NULL = the general HVPs; ignored for the logistic loss and by backends
+     * without power_square. */
+    const void *sq_lam, *sq_cy;
 } bn_sharp_setup;
 
 typedef struct bn_sharp bn_sharp;
@@ -120,6 +128,9 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
  * projected then), not from dst's own: sharing between operators of one
  * record (issue 7).  Nothing when src has no vector yet. */
 bn_status bn_sharp_power_warm_from(bn_sharp *sh, int dst, int src);
+
+/* Whether bn_sharp_power uses the square loss's structured products. */
+int bn_sharp_is_square(const bn_sharp *sh);
 
 /* How many times bn_sharp_power compacted its batch so far (tests). */
 int64_t bn_sharp_compactions(const bn_sharp *sh);
@@ -166,18 +177,29 @@ typedef struct bn_sharp_log bn_sharp_log;
 
 /* Checks the sharpness settings of a run (d: the data dimension). */
 bn_status bn_sharp_validate(const bn_run_config *cfg, int64_t d);
-/* Xc, y: backend buffers; xc_host (n×d row-major) and w0_host (S×d) are read
- * here only (Lanczos: the rank of Xc and whether each w0 is in its row space;
- * rank_hint > 0 is used as the rank when known, e.g. from the reference). */
+/* Host copies of the problem, read by bn_sharp_log_create only. */
+typedef struct {
+    const double *xc;    /* n×d row-major, centered                                   */
+    const double *y;     /* n                                                         */
+    const double *w0;    /* S×d: the starts (Lanczos: whether each is in the row space) */
+    int64_t rank_hint;   /* > 0: the rank of Xc when known (e.g. from the reference)   */
+    /* Non-NULL: the run's state W is given in these row-space coordinates
+     * (basis_rank×d row-major, orthonormal right singular vectors of Xc, as
+     * bn_la_rowspace gives them; sim.c), and the engine works in them. */
+    const double *basis;
+    int64_t basis_rank;
+} bn_sharp_log_host;
+
+/* Xc, y: backend buffers (n×d, n; the data in R^d). */
 bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *cfg, int64_t n, int64_t d,
                               const void *Xc, const void *y, const double *eta_w,
-                              const double *eta_gamma, const double *xc_host,
-                              const double *w0_host, int64_t rank_hint, bn_sharp_log **out);
+                              const double *eta_gamma, const bn_sharp_log_host *host,
+                              bn_sharp_log **out);
 void bn_sharp_log_free(bn_sharp_log *lg);
 /* The first sharpness step > t (T+1 when none is left). */
 int64_t bn_sharp_log_next_step(const bn_sharp_log *lg, int64_t t);
 /* Records step t when it is a sharpness step (else does nothing); W, gamma
- * hold the state (w_t, γ_t). */
+ * hold the state (w_t, γ_t): W d×S, or basis_rank×S in the host's basis. */
 bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void *gamma);
 int bn_sharp_log_n_arrays(const bn_sharp_log *lg);
 bn_status bn_sharp_log_array(const bn_sharp_log *lg, int i, bn_sim_array *out);

@@ -46,6 +46,13 @@ struct bn_sharp_log {
     int share;    /* the sphere iteration starts from its unprojected operator's vector */
     void *Vb, *Xr, *XrT, *Wr; /* backend: V_r (r×d col-major), Xr = Xc·V_rᵀ (n×r) and Xrᵀ (r×n),
                                * V_r·W (r×S); all through product_xw */
+    /* The run's state arrives in the basis already (the simulation steps in
+     * the same row-space coordinates): no V_r·W per record. */
+    int w_in_basis;
+    /* Square loss (issue 7): XrᵀXr = diag(λ) in the singular basis, and
+     * c_y = Xrᵀy (backend, r each): the engine's structured products. */
+    int square;
+    void *sq_lam, *sq_cy;
 };
 
 bn_status bn_sharp_validate(const bn_run_config *c, int64_t d)
@@ -85,8 +92,8 @@ void bn_sharp_log_free(bn_sharp_log *lg)
 {
     if (!lg) return;
     bn_sharp_free(lg->eng);
-    void *bufs[] = {lg->Vb, lg->Xr, lg->XrT, lg->Wr};
-    for (int i = 0; i < 4; i++)
+    void *bufs[] = {lg->Vb, lg->Xr, lg->XrT, lg->Wr, lg->sq_lam, lg->sq_cy};
+    for (int i = 0; i < 6; i++)
         if (bufs[i]) lg->be->ops->dealloc(lg->be, bufs[i]);
     for (int k = 0; k < K_COUNT; k++) free(lg->lam[k]);
     free(lg->steps);
@@ -144,8 +151,8 @@ static bn_status rowspace_facts(const bn_run_config *c, const double *xc, int64_
  * numerical rank have s_i ≤ max(n,d)·ε·s_1), plus d - r exact zeros.  Used for
  * the power method when r < d, every w0 lies in the row space (GD keeps it
  * there: its updates are Xcᵀq) and the SVD is cheap (≤ ~1e9 flops). */
-static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, int64_t n, int64_t d, int64_t r,
-                               const double *basis)
+static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, const double *y, int64_t n, int64_t d,
+                               int64_t r, const double *basis)
 {
     bn_backend *be = lg->be;
     size_t rs = bn_real_size(be->precision);
@@ -155,11 +162,23 @@ static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, int64_t n, in
     if (!xr) return bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
     /* xr row-major n×r: xr[i r + k] = Σ_l xc[i d + l]·V[k d + l] */
     bn_la_gemm(0, 1, n, r, d, 1.0, xc, d, basis, d, 0.0, xr, r);
-    /* col-major copies: Xr (n×r), Xrᵀ (r×n) and V_r (r×d) */
+    /* col-major copies: Xr (n×r), Xrᵀ (r×n) and V_r (r×d); and for the square
+     * loss λ_k = ‖Xr[:,k]‖² (the singular values squared: V_r holds right
+     * singular vectors, so the off-diagonal of XrᵀXr is rounding) and
+     * c_y = Xrᵀy */
     size_t nr = (size_t)(n * r), dr = (size_t)(d * r);
-    double *cm = malloc((2 * nr + dr) * sizeof(double));
+    double *cm = malloc((2 * nr + dr + 2 * (size_t)r) * sizeof(double));
     bn_status st = cm ? BN_OK : bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
-    double *xrc = cm, *xrt = cm + nr, *vrc = cm + 2 * nr;
+    double *xrc = cm, *xrt = cm + nr, *vrc = cm + 2 * nr, *sl = vrc + dr, *scy = sl + r;
+    for (int64_t k = 0; st == BN_OK && k < r; k++) {
+        double a = 0, b = 0;
+        for (int64_t i = 0; i < n; i++) {
+            a += xr[i * r + k] * xr[i * r + k];
+            b += xr[i * r + k] * y[i];
+        }
+        sl[k] = a;
+        scy[k] = b;
+    }
     for (int64_t i = 0; st == BN_OK && i < n; i++)
         for (int64_t k = 0; k < r; k++) {
             xrc[i + k * n] = xr[i * r + k];
@@ -171,14 +190,17 @@ static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, int64_t n, in
     if (st == BN_OK) st = be->ops->alloc(be, nr * rs, &lg->Xr);
     if (st == BN_OK) st = be->ops->alloc(be, nr * rs, &lg->XrT);
     if (st == BN_OK) st = be->ops->alloc(be, dr * rs, &lg->Vb);
-    if (st == BN_OK) st = be->ops->alloc(be, (size_t)(r * S) * rs, &lg->Wr);
+    if (st == BN_OK && !lg->w_in_basis) st = be->ops->alloc(be, (size_t)(r * S) * rs, &lg->Wr);
+    if (st == BN_OK && lg->square) st = be->ops->alloc(be, (size_t)r * rs, &lg->sq_lam);
+    if (st == BN_OK && lg->square) st = be->ops->alloc(be, (size_t)r * rs, &lg->sq_cy);
     size_t big = nr > dr ? nr : dr;
     if (st == BN_OK && be->precision == BN_FP32 && !(f = malloc(big * sizeof(float))))
         st = bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
-    const double *src[3] = {xrc, xrt, vrc};
-    void *dst[3] = {lg->Xr, lg->XrT, lg->Vb};
-    size_t cnt[3] = {nr, nr, dr};
-    for (int q = 0; q < 3 && st == BN_OK; q++) {
+    const double *src[5] = {xrc, xrt, vrc, sl, scy};
+    void *dst[5] = {lg->Xr, lg->XrT, lg->Vb, lg->sq_lam, lg->sq_cy};
+    size_t cnt[5] = {nr, nr, dr, (size_t)r, (size_t)r};
+    int nq = lg->square ? 5 : 3;
+    for (int q = 0; q < nq && st == BN_OK; q++) {
         if (f) {
             for (size_t i = 0; i < cnt[q]; i++) f[i] = (float)src[q][i];
             st = be->ops->upload(be, dst[q], f, cnt[q] * sizeof(float));
@@ -194,9 +216,10 @@ static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, int64_t n, in
 
 bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n, int64_t d,
                               const void *Xc, const void *y, const double *eta_w,
-                              const double *eta_gamma, const double *xc_host,
-                              const double *w0_host, int64_t rank_hint, bn_sharp_log **out)
+                              const double *eta_gamma, const bn_sharp_log_host *h, bn_sharp_log **out)
 {
+    const double *xc_host = h->xc, *w0_host = h->w0;
+    int64_t rank_hint = h->rank_hint;
     *out = NULL;
     BN_TRY(bn_sharp_validate(c, d));
     bn_sharp_log *lg = calloc(1, sizeof *lg);
@@ -257,9 +280,21 @@ bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n,
      * engine in R^d; every column in the batch until the last converges; the
      * sphere iteration from its own previous vector): the previous algorithm,
      * for side-by-side benchmarks (bench_sharpness --runs) and tests. */
-    int try_reduce = lg->method == BN_SHARPNESS_POWER && n < d && mn * mn * mx <= 1e9 &&
+    /* The square loss's structured products need the singular basis, so for
+     * it the basis is used also when n ≥ d (then a rotation of R^d:
+     * BN_SHARP_GENERAL=1 keeps the general HVPs, for benchmarks and tests). */
+    lg->square = c->loss == BN_LOSS_SQUARE && lg->method == BN_SHARPNESS_POWER && getenv("BN_SHARP_GENERAL") == NULL &&
+                 be->ops->power_square != NULL;
+    int try_reduce = lg->method == BN_SHARPNESS_POWER && (n < d || lg->square) && mn * mn * mx <= 1e9 &&
                      getenv("BN_SHARP_FULL") == NULL;
-    if (lmax > 0 || try_reduce) {
+    if (h->basis) {
+        /* The run steps in these coordinates (w = V_rᵀz, sim.c): every w lies in
+         * the row space, and the engine works in the same basis. */
+        lg->w_in_basis = 1;
+        st = reduced_setup(lg, xc_host, h->y, n, d, h->basis_rank, h->basis);
+        try_reduce = 0;
+    }
+    if (st == BN_OK && (lmax > 0 || try_reduce)) {
         inrow = malloc((size_t)S);
         st = inrow ? rowspace_facts(c, xc_host, n, d, w0_host, rank_hint, &rank, inrow)
                    : bn_fail(BN_ERR_NOMEM, "cannot allocate %lld flags", (long long)S);
@@ -269,8 +304,8 @@ bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n,
         for (int64_t j = 0; j < S; j++) all_in &= inrow[j] != 0;
         bn_la_rowspace *rsp = NULL;
         if (all_in) st = bn_la_rowspace_create(xc_host, n, d, 0.0, &rsp);
-        if (st == BN_OK && rsp && bn_la_rowspace_rank(rsp) >= 1 && bn_la_rowspace_rank(rsp) < d)
-            st = reduced_setup(lg, xc_host, n, d, bn_la_rowspace_rank(rsp), bn_la_rowspace_basis(rsp));
+        if (st == BN_OK && rsp && bn_la_rowspace_rank(rsp) >= 1 && (bn_la_rowspace_rank(rsp) < d || lg->square))
+            st = reduced_setup(lg, xc_host, h->y, n, d, bn_la_rowspace_rank(rsp), bn_la_rowspace_basis(rsp));
         bn_la_rowspace_free(rsp);
     }
     bn_sharp_setup su = {
@@ -286,6 +321,8 @@ bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n,
         su.XcT = lg->XrT;
         su.rank = lg->r;
         su.w_in_rowspace = NULL;
+        su.sq_lam = lg->sq_lam;
+        su.sq_cy = lg->sq_cy;
         if (su.lanczos_max > lg->r + 1) su.lanczos_max = lg->r + 1;
         lmax = su.lanczos_max;
     }
@@ -402,7 +439,9 @@ bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void
     if (r < 0) return BN_OK;
     double t0 = now_seconds();
     int64_t S = lg->S, Rs = lg->Rs;
-    if (lg->r > 0) {
+    if (lg->w_in_basis) {
+        BN_TRY(bn_sharp_set_state(lg->eng, W, gamma));
+    } else if (lg->r > 0) {
         BN_TRY(lg->be->ops->product_xw(lg->be, lg->r, lg->d, S, lg->Vb, W, lg->Wr));
         BN_TRY(bn_sharp_set_state(lg->eng, lg->Wr, gamma));
     } else {

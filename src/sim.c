@@ -225,13 +225,17 @@ static void from_rowspace(const bn_sim *sim, const double *z, int64_t rows, doub
  * V is orthonormal, so nothing is worse conditioned than Xc itself.  Off for
  * sharpness runs (the engine works in w), for a start or an ê outside the row
  * space, for data so large that the basis would take more than about a
- * second, and with BN_FULL_SPACE=1.  rs: the row space (NULL: not computed,
- * because the rules below exclude it). */
+ * second, and with BN_FULL_SPACE=1.  Sharpness records by the power method
+ * use the same coordinates (the engine then works in this basis, issue 7);
+ * the exact method and BN_SHARP_FULL need w in R^d.  rs: the row space
+ * (NULL: not computed, because the rules below exclude it). */
 static int coordinates_considered(const bn_sim *sim)
 {
     int64_t n = sim->n, d = sim->d;
     const char *env = getenv("BN_FULL_SPACE");
-    if (sim->cfg.sharpness_every > 0 || (env && *env && strcmp(env, "0") != 0) || n >= d) return 0;
+    int sharp_in_rd = sim->cfg.sharpness_every > 0 &&
+                      (sim->cfg.sharpness_method != BN_SHARPNESS_POWER || getenv("BN_SHARP_FULL") != NULL);
+    if (sharp_in_rd || (env && *env && strcmp(env, "0") != 0) || n >= d) return 0;
     /* The basis is an SVD of Xc (~4n²d flops): at most about a second.  The
      * rule looks at the data's shape only, never at S or T, so a trajectory
      * runs in the same coordinates alone or in any batch. */
@@ -431,8 +435,12 @@ bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim *
     if (st == BN_OK) st = check_memory(sim);
     if (st == BN_OK) st = upload_problem(sim, xc, bn_dataset_y(ds), uhat, ehat);
     if (st == BN_OK && cfg->sharpness_every > 0)
-        st = bn_sharp_log_create(sim->be, cfg, n, d, sim->dXc, sim->dy, sim->eta_w, sim->eta_gamma,
-                                 xc, sim->w0, sim->ref_info.rank, &sim->sharp);
+    {
+        bn_sharp_log_host host = {.xc = xc, .y = bn_dataset_y(ds), .w0 = sim->w0, .rank_hint = sim->ref_info.rank,
+                                  .basis = sim->basis, .basis_rank = sim->basis ? sim->dd : 0};
+        st = bn_sharp_log_create(sim->be, cfg, n, d, sim->dXc, sim->dy, sim->eta_w, sim->eta_gamma, &host,
+                                 &sim->sharp);
+    }
     free(xc);
     free(ehat);
     free(uhat);

@@ -26,37 +26,6 @@ typedef struct {
     double *W, *gam; /* host copies: S×d, S */
 } fx;
 
-static void up_any(bn_backend *be, void *dst, const double *src, size_t count)
-{
-    if (be->precision == BN_FP64) {
-        cr_assert_eq(be->ops->upload(be, dst, src, count * sizeof(double)), BN_OK);
-        return;
-    }
-    float *t = malloc(count * sizeof(float) + 4);
-    for (size_t i = 0; i < count; i++) t[i] = (float)src[i];
-    cr_assert_eq(be->ops->upload(be, dst, t, count * sizeof(float)), BN_OK);
-    free(t);
-}
-
-static void down_any(bn_backend *be, double *dst, const void *src, size_t count)
-{
-    if (be->precision == BN_FP64) {
-        cr_assert_eq(be->ops->download(be, dst, src, count * sizeof(double)), BN_OK);
-        return;
-    }
-    float *t = malloc(count * sizeof(float) + 4);
-    cr_assert_eq(be->ops->download(be, t, src, count * sizeof(float)), BN_OK);
-    for (size_t i = 0; i < count; i++) dst[i] = t[i];
-    free(t);
-}
-
-static void *dev(bn_backend *be, size_t count)
-{
-    void *p = NULL;
-    cr_assert_eq(be->ops->alloc(be, (count ? count : 1) * bn_real_size(be->precision), &p), BN_OK);
-    return p;
-}
-
 /* 1: engines of fx_open keep every column in the power iteration's batch. */
 static int fx_no_compact = 0;
 /* The backend of fx_open (tests of the CUDA backend set it, then reset it). */
@@ -72,22 +41,22 @@ static void fx_open(fx *f, bn_precision prec, const double *xc, const double *y,
     f->n = n;
     f->d = d;
     f->S = S;
-    f->dX = dev(f->be, (size_t)(n * d));
-    f->dy = dev(f->be, (size_t)n);
-    f->dW = dev(f->be, (size_t)(d * S));
-    f->dgam = dev(f->be, (size_t)S);
+    f->dX = ts_dev(f->be, (size_t)(n * d));
+    f->dy = ts_dev(f->be, (size_t)n);
+    f->dW = ts_dev(f->be, (size_t)(d * S));
+    f->dgam = ts_dev(f->be, (size_t)S);
     double *cm = malloc((size_t)(n * d) * sizeof(double));
     for (int64_t i = 0; i < n; i++)
         for (int64_t k = 0; k < d; k++) cm[i + k * n] = xc[i * d + k];
-    up_any(f->be, f->dX, cm, (size_t)(n * d));
+    ts_up(f->be, f->dX, cm, (size_t)(n * d));
     free(cm);
-    up_any(f->be, f->dy, y, (size_t)n);
+    ts_up(f->be, f->dy, y, (size_t)n);
     f->W = malloc((size_t)(d * S) * sizeof(double));
     f->gam = malloc((size_t)S * sizeof(double));
     memcpy(f->W, W, (size_t)(d * S) * sizeof(double));
     memcpy(f->gam, gam, (size_t)S * sizeof(double));
-    up_any(f->be, f->dW, W, (size_t)(d * S));
-    up_any(f->be, f->dgam, gam, (size_t)S);
+    ts_up(f->be, f->dW, W, (size_t)(d * S));
+    ts_up(f->be, f->dgam, gam, (size_t)S);
     double *ew = malloc((size_t)S * sizeof(double)), *eg = malloc((size_t)S * sizeof(double));
     for (int64_t j = 0; j < S; j++) {
         ew[j] = eta_w ? eta_w[j] : 0.9;
@@ -171,13 +140,13 @@ static void check_hvp_fd(int logistic)
     for (int k = 0; k < d; k++) v[k] = sin(1.0 + 3.0 * k);
     fx f;
     fx_open(&f, BN_FP64, p.xc, p.y, n, d, logistic, 1, p.w, &p.gamma, NULL, NULL, 1e-8, 100, 0, 1);
-    void *dV = dev(f.be, (size_t)d), *dvg = dev(f.be, 1), *dXo = dev(f.be, (size_t)d), *dxg = dev(f.be, 1);
-    up_any(f.be, dV, v, (size_t)d);
-    up_any(f.be, dvg, &delta, 1);
+    void *dV = ts_dev(f.be, (size_t)d), *dvg = ts_dev(f.be, 1), *dXo = ts_dev(f.be, (size_t)d), *dxg = ts_dev(f.be, 1);
+    ts_up(f.be, dV, v, (size_t)d);
+    ts_up(f.be, dvg, &delta, 1);
     cr_assert_eq(bn_sharp_apply(f.sh, 0, dV, dvg, dXo, dxg), BN_OK);
     double hv[26];
-    down_any(f.be, hv, dXo, (size_t)d);
-    down_any(f.be, hv + d, dxg, 1);
+    ts_down(f.be, hv, dXo, (size_t)d);
+    ts_down(f.be, hv + d, dxg, 1);
 
     double wn = 0;
     for (int k = 0; k < d; k++) wn += p.w[k] * p.w[k];
@@ -227,12 +196,12 @@ static void check_dense(int logistic)
 
     double v[51], hv[51], ref[51];
     for (int k = 0; k < D; k++) v[k] = cos(0.3 + 1.7 * k);
-    void *dV = dev(f.be, (size_t)d), *dvg = dev(f.be, 1), *dXo = dev(f.be, (size_t)d), *dxg = dev(f.be, 1);
-    up_any(f.be, dV, v, (size_t)d);
-    up_any(f.be, dvg, v + d, 1);
+    void *dV = ts_dev(f.be, (size_t)d), *dvg = ts_dev(f.be, 1), *dXo = ts_dev(f.be, (size_t)d), *dxg = ts_dev(f.be, 1);
+    ts_up(f.be, dV, v, (size_t)d);
+    ts_up(f.be, dvg, v + d, 1);
     cr_assert_eq(bn_sharp_apply(f.sh, 0, dV, dvg, dXo, dxg), BN_OK);
-    down_any(f.be, hv, dXo, (size_t)d);
-    down_any(f.be, hv + d, dxg, 1);
+    ts_down(f.be, hv, dXo, (size_t)d);
+    ts_down(f.be, hv + d, dxg, 1);
     for (int64_t a = 0; a < D; a++) {
         ref[a] = 0;
         for (int64_t b = 0; b < D; b++) ref[a] += H[a * D + b] * v[b];
@@ -242,11 +211,11 @@ static void check_dense(int logistic)
 
     /* Euler: H (w, 0) = (-∇_w L, 0). */
     double zero = 0, g[50], gg;
-    up_any(f.be, dV, p.w, (size_t)d);
-    up_any(f.be, dvg, &zero, 1);
+    ts_up(f.be, dV, p.w, (size_t)d);
+    ts_up(f.be, dvg, &zero, 1);
     cr_assert_eq(bn_sharp_apply(f.sh, 0, dV, dvg, dXo, dxg), BN_OK);
-    down_any(f.be, hv, dXo, (size_t)d);
-    down_any(f.be, hv + d, dxg, 1);
+    ts_down(f.be, hv, dXo, (size_t)d);
+    ts_down(f.be, hv + d, dxg, 1);
     ts_naive_grad(&p, logistic, g, &gg);
     for (int k = 0; k < d; k++) g[k] = -g[k];
     double gn = ts_max_abs(g, d);
@@ -796,8 +765,8 @@ Test(sharpness, compaction_is_bitwise_the_full_batch)
         for (int round = 0; round < 2; round++) {
             if (round == 1) { /* a new state: the warm starts of round 0 matter */
                 for (int64_t i = 0; i < S * d; i++) W[i] *= 1.01;
-                up_any(a.be, a.dW, W, (size_t)(S * d));
-                up_any(b.be, b.dW, W, (size_t)(S * d));
+                ts_up(a.be, a.dW, W, (size_t)(S * d));
+                ts_up(b.be, b.dW, W, (size_t)(S * d));
                 cr_assert_eq(bn_sharp_set_state(a.sh, a.dW, a.dgam), BN_OK);
                 cr_assert_eq(bn_sharp_set_state(b.sh, b.dW, b.dgam), BN_OK);
             }
@@ -929,22 +898,23 @@ static void ck_open(ck_fx *f, const bn_run_config *c, const ts_problem *p, const
     int64_t n = p->n, d = p->d, S = c->seeds;
     memset(f, 0, sizeof *f);
     cr_assert_eq(bn_backend_open(BN_BACKEND_CPU, c->precision, 1, 0, &f->be), BN_OK);
-    f->dX = dev(f->be, (size_t)(n * d));
-    f->dy = dev(f->be, (size_t)n);
-    f->dW = dev(f->be, (size_t)(d * S));
-    f->dgam = dev(f->be, (size_t)S);
+    f->dX = ts_dev(f->be, (size_t)(n * d));
+    f->dy = ts_dev(f->be, (size_t)n);
+    f->dW = ts_dev(f->be, (size_t)(d * S));
+    f->dgam = ts_dev(f->be, (size_t)S);
     double *cm = malloc((size_t)(n * d) * sizeof(double));
     for (int64_t i = 0; i < n; i++)
         for (int64_t k = 0; k < d; k++) cm[i + k * n] = p->xc[i * d + k];
-    up_any(f->be, f->dX, cm, (size_t)(n * d));
+    ts_up(f->be, f->dX, cm, (size_t)(n * d));
     free(cm);
-    up_any(f->be, f->dy, p->y, (size_t)n);
+    ts_up(f->be, f->dy, p->y, (size_t)n);
     double ew[8], eg[8];
     for (int64_t j = 0; j < S; j++) {
         ew[j] = 0.5 + 0.1 * (double)j;
         eg[j] = 0.05 * (double)j;
     }
-    bn_status st = bn_sharp_log_create(f->be, c, n, d, f->dX, f->dy, ew, eg, p->xc, w0, 0, &f->lg);
+    bn_sharp_log_host host = {.xc = p->xc, .y = p->y, .w0 = w0};
+    bn_status st = bn_sharp_log_create(f->be, c, n, d, f->dX, f->dy, ew, eg, &host, &f->lg);
     cr_assert_eq(st, BN_OK, "%s", bn_last_error());
 }
 
@@ -970,8 +940,8 @@ static void ck_state(ck_fx *f, const ts_problem *p, const double *w0, int64_t S,
         gam[j] = 0.5 + 0.05 * (double)j + 0.01 * (double)t;
     }
     /* W: S×d row-major = d×S column-major */
-    up_any(f->be, f->dW, W, (size_t)(S * d));
-    up_any(f->be, f->dgam, gam, (size_t)S);
+    ts_up(f->be, f->dW, W, (size_t)(S * d));
+    ts_up(f->be, f->dgam, gam, (size_t)S);
     free(W);
 }
 

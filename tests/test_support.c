@@ -1,4 +1,5 @@
 #include "test_support.h"
+#include <criterion/criterion.h>
 
 #include "rng.h"
 
@@ -281,4 +282,37 @@ void ts_rmdir(const char *path)
 int ts_have_numpy(void)
 {
     return system("/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1") == 0;
+}
+
+/* Host float64 arrays to and from backend buffers of either precision, and a
+ * backend buffer of count reals (asserting success). */
+void ts_up(bn_backend *be, void *dst, const double *src, size_t count)
+{
+    if (be->precision == BN_FP64) {
+        cr_assert_eq(be->ops->upload(be, dst, src, count * sizeof(double)), BN_OK);
+        return;
+    }
+    float *t = malloc(count * sizeof(float) + 4);
+    for (size_t i = 0; i < count; i++) t[i] = (float)src[i];
+    cr_assert_eq(be->ops->upload(be, dst, t, count * sizeof(float)), BN_OK);
+    free(t);
+}
+
+void ts_down(bn_backend *be, double *dst, const void *src, size_t count)
+{
+    if (be->precision == BN_FP64) {
+        cr_assert_eq(be->ops->download(be, dst, src, count * sizeof(double)), BN_OK);
+        return;
+    }
+    float *t = malloc(count * sizeof(float) + 4);
+    cr_assert_eq(be->ops->download(be, t, src, count * sizeof(float)), BN_OK);
+    for (size_t i = 0; i < count; i++) dst[i] = t[i];
+    free(t);
+}
+
+void *ts_dev(bn_backend *be, size_t count)
+{
+    void *p = NULL;
+    cr_assert_eq(be->ops->alloc(be, (count ? count : 1) * bn_real_size(be->precision), &p), BN_OK);
+    return p;
 }

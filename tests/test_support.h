@@ -53,4 +53,10 @@ void ts_rmdir(const char *path);
 /* Whether /usr/bin/python3 can import numpy (the independent oracle). */
 int ts_have_numpy(void);
 
+/* float64 host arrays to/from backend buffers of the backend's precision, and
+ * a backend buffer of count reals; each asserts success (Criterion). */
+void ts_up(bn_backend *be, void *dst, const double *src, size_t count);
+void ts_down(bn_backend *be, double *dst, const void *src, size_t count);
+void *ts_dev(bn_backend *be, size_t count);
+
 #endif

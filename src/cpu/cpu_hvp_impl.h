@@ -71,6 +71,40 @@ static bn_status BN_SFX(cpu_lanczos_extend)(bn_backend *be, int64_t d, int64_t S
     return BN_OK;
 }
 
+/* Columns [j0, j1) of power_square (per-ISA clones, as cpu_forward_range). */
+BN_CPU_CLONES static void BN_SFX(cpu_power_square_range)(int64_t j0, int64_t j1, int64_t r, int64_t n, int64_t S,
+                                                         const REAL *lam, const REAL *cy, const REAL *z,
+                                                         const REAL *g, const REAL *sw, const REAL *sg,
+                                                         int project, int warm, uint64_t seed, uint64_t counter,
+                                                         REAL *v, REAL *vg, REAL *vs, REAL *vgs, double tol,
+                                                         int64_t maxiter, REAL *io)
+{
+    for (int64_t j = j0; j < j1; j++)
+        BN_SFX(bn_sqh_power_column)(r, n, lam, cy, z + j * r, g[j], sw ? sw[j] : (REAL)1, sg ? sg[j] : (REAL)1,
+                                    project, warm, seed + (uint64_t)j, counter, v + j * r, vg + j, vs + j * r,
+                                    vgs + j, tol, maxiter, io + j, S);
+}
+
+/* lam, cy: r; Z, V, Vs: r×S col-major; gamma, aw, ag, vg, vgs: S; io:
+ * BN_SQ_COUNT×S field-major.  Columns take very different numbers of
+ * iterations, so they are dealt out in small chunks on demand; each column's
+ * arithmetic is its own, so the result does not depend on the schedule. */
+static bn_status BN_SFX(cpu_power_square)(bn_backend *be, int64_t r, int64_t n, int64_t S, const void *lam,
+                                          const void *cy, const void *Z, const void *gamma, const void *aw,
+                                          const void *ag, int project, int warm, uint64_t seed, uint64_t counter,
+                                          void *V, void *vg, void *Vs, void *vgs, double tol, int64_t maxiter,
+                                          void *io)
+{
+    const int64_t chunk = 4, chunks = (S + chunk - 1) / chunk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(be->threads) if (chunks > 1 && r * S > 2048)
+    for (int64_t c = 0; c < chunks; c++)
+        BN_SFX(cpu_power_square_range)(c * chunk, c * chunk + chunk < S ? c * chunk + chunk : S, r, n, S,
+                                       (const REAL *)lam, (const REAL *)cy, (const REAL *)Z, (const REAL *)gamma,
+                                       (const REAL *)aw, (const REAL *)ag, project, warm, seed, counter, (REAL *)V,
+                                       (REAL *)vg, (REAL *)Vs, (REAL *)vgs, tol, maxiter, (REAL *)io);
+    return BN_OK;
+}
+
 /* Strided gather/scatter of whole columns (backend.h copy_columns). */
 static bn_status BN_SFX(cpu_copy_columns)(bn_backend *be, int64_t rows, int64_t count, const void *src,
                                           int64_t srs, int64_t scs, const int64_t *sidx, void *dst,

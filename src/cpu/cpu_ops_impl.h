@@ -114,4 +114,5 @@ static const bn_backend_ops BN_SFX(cpu_ops) = {
     .power_update = BN_SFX(cpu_power_update),
     .lanczos_extend = BN_SFX(cpu_lanczos_extend),
     .copy_columns = BN_SFX(cpu_copy_columns),
+    .power_square = BN_SFX(cpu_power_square),
 };

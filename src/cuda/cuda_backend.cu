@@ -610,6 +610,7 @@ template <typename T> bn_backend_ops make_ops()
     o.power_update = bn_cuda_power_update<T>;
     o.lanczos_extend = bn_cuda_lanczos_extend<T>;
     o.copy_columns = bn_cuda_copy_columns<T>;
+    o.power_square = bn_cuda_power_square<T>;
     return o;
 }
 const bn_backend_ops cuda_ops_f64 = make_ops<double>();

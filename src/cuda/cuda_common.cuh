@@ -170,6 +170,11 @@ template <typename T>
 bn_status bn_cuda_copy_columns(bn_backend *be, int64_t rows, int64_t count, const void *src, int64_t srs,
                                int64_t scs, const int64_t *sidx, void *dst, int64_t drs, int64_t dcs,
                                const int64_t *didx);
+template <typename T>
+bn_status bn_cuda_power_square(bn_backend *be, int64_t r, int64_t n, int64_t S, const void *lam, const void *cy,
+                               const void *Z, const void *gamma, const void *aw, const void *ag, int project,
+                               int warm, uint64_t seed, uint64_t counter, void *V, void *vg, void *Vs, void *vgs,
+                               double tol, int64_t maxiter, void *io);
 /* Makes the backend's device current and gives its stream (cuda_backend.cu):
  * what an op defined outside cuda_backend.cu needs of the backend's context. */
 bn_status bn_cuda_backend_stream(bn_backend *be, cudaStream_t *stream);

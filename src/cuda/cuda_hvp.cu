@@ -277,6 +277,42 @@ __global__ void copy_columns_kernel(int64_t rows, int64_t count, const T *__rest
     }
 }
 
+/* power_square (issue 7): one thread per column runs bn_sqh_power_column, the
+ * CPU's function itself.  A column's work is O(r) per product, a few hundred
+ * flops, so one thread holds it; columns differ in their iteration counts,
+ * and a warp waits for its slowest column.  V, Vs, Z: r×S col-major. */
+__device__ __forceinline__ void power_square_column(int64_t r, int64_t n, const double *lam, const double *cy,
+                                                    const double *z, double g, double aw, double ag, int project,
+                                                    int warm, uint64_t key, uint64_t counter, double *v, double *vg,
+                                                    double *vs, double *vgs, double tol, int64_t maxiter, double *io,
+                                                    int64_t S)
+{
+    bn_sqh_power_column_f64(r, n, lam, cy, z, g, aw, ag, project, warm, key, counter, v, vg, vs, vgs, tol, maxiter,
+                            io, S);
+}
+__device__ __forceinline__ void power_square_column(int64_t r, int64_t n, const float *lam, const float *cy,
+                                                    const float *z, float g, float aw, float ag, int project,
+                                                    int warm, uint64_t key, uint64_t counter, float *v, float *vg,
+                                                    float *vs, float *vgs, double tol, int64_t maxiter, float *io,
+                                                    int64_t S)
+{
+    bn_sqh_power_column_f32(r, n, lam, cy, z, g, aw, ag, project, warm, key, counter, v, vg, vs, vgs, tol, maxiter,
+                            io, S);
+}
+
+template <typename T>
+__global__ void power_square_kernel(int64_t r, int64_t n, int64_t S, const T *__restrict__ lam,
+                                    const T *__restrict__ cy, const T *__restrict__ Z, const T *__restrict__ gamma,
+                                    const T *__restrict__ aw, const T *__restrict__ ag, int project, int warm,
+                                    uint64_t seed, uint64_t counter, T *V, T *vg, T *Vs, T *vgs, double tol,
+                                    int64_t maxiter, T *io)
+{
+    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= S) return;
+    power_square_column(r, n, lam, cy, Z + j * r, gamma[j], aw ? aw[j] : (T)1, ag ? ag[j] : (T)1, project, warm,
+                        seed + (uint64_t)j, counter, V + j * r, vg + j, Vs + j * r, vgs + j, tol, maxiter, io + j, S);
+}
+
 /* ------------------------------------------------------------ launchers */
 
 /* Launches kernel<T, TPC> with TPC chosen by the column length `len`. */
@@ -361,6 +397,25 @@ bn_status bn_cuda_lanczos_extend(bn_backend *be, int64_t d, int64_t S, int64_t k
 }
 
 template <typename T>
+bn_status bn_cuda_power_square(bn_backend *be, int64_t r, int64_t n, int64_t S, const void *lam, const void *cy,
+                               const void *Z, const void *gamma, const void *aw, const void *ag, int project,
+                               int warm, uint64_t seed, uint64_t counter, void *V, void *vg, void *Vs, void *vgs,
+                               double tol, int64_t maxiter, void *io)
+{
+    BN_TRY(check_dims("power_square", r, S));
+    if (S == 0) return BN_OK;
+    cudaStream_t stream;
+    BN_TRY(bn_cuda_backend_stream(be, &stream));
+    const unsigned grid = (unsigned)((S + 127) / 128);
+    BN_LAUNCH(grid, 128, 0, stream, power_square_kernel<T>)(r, n, S, (const T *)lam, (const T *)cy, (const T *)Z,
+                                                            (const T *)gamma, (const T *)aw, (const T *)ag, project,
+                                                            warm, seed, counter, (T *)V, (T *)vg, (T *)Vs, (T *)vgs,
+                                                            tol, maxiter, (T *)io);
+    BN_CU(cudaGetLastError());
+    return BN_OK;
+}
+
+template <typename T>
 bn_status bn_cuda_copy_columns(bn_backend *be, int64_t rows, int64_t count, const void *src, int64_t srs,
                                int64_t scs, const int64_t *sidx, void *dst, int64_t drs, int64_t dcs,
                                const int64_t *didx)
@@ -393,6 +448,10 @@ bn_status bn_cuda_copy_columns(bn_backend *be, int64_t rows, int64_t count, cons
                                                  const void *, const void *, const void *, int, uint64_t,   \
                                                  uint64_t, void *, void *);                 \
     template bn_status bn_cuda_copy_columns<T>(bn_backend *, int64_t, int64_t, const void *, int64_t, int64_t, \
-                                               const int64_t *, void *, int64_t, int64_t, const int64_t *);
+                                               const int64_t *, void *, int64_t, int64_t, const int64_t *); \
+    template bn_status bn_cuda_power_square<T>(bn_backend *, int64_t, int64_t, int64_t, const void *,        \
+                                               const void *, const void *, const void *, const void *,       \
+                                               const void *, int, int, uint64_t, uint64_t, void *, void *,   \
+                                               void *, void *, double, int64_t, void *);
 BN_HVP_INSTANTIATE(double)
 BN_HVP_INSTANTIATE(float)

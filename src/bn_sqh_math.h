@@ -1,0 +1,61 @@
+/* The square loss's Hessian in the data's singular basis (issue 7), written
+ * once as static inline functions that the C compiler and nvcc both include.
+ *
+ * Why.  With u = A·z for data A (n×r) whose Gram matrix AᵀA = diag(λ) is
+ * diagonal (A = Xc·V_rᵀ with V_r the right singular vectors of Xc: the
+ * sharpness engine's row-space basis, sharpness_log.c), the square loss has
+ * ℓ'' = 1, and the whole Hessian of L in (z, γ) is
+ *   H_zz = a·diag(λ) + [rank 2 in span{p, c_y}],  p = λ∘z,  c_y = Aᵀy,
+ *   H_zγ = (κ_b·p - c_y)/(√n‖u‖),  H_γγ = 1,
+ * with scalars of (z, γ) alone (derivation below).  A product H·(v, δ) then
+ * costs O(r) instead of two matrix products with A (4·n·r per column), and the
+ * data enter only through λ and c_y, two r-vectors.
+ *
+ * Derivation (MODEL.md's notation; û = u/‖u‖, ẑ = u/s, g = ℓ'(γẑ) = γẑ - y):
+ * z_pred = γ√n·u/‖u‖, so with J = ∂z_pred/∂u = (γ/s)(I - ûûᵀ) and
+ * Σ_i g_i ∂²(u_i/‖u‖) = -[gûᵀ + ûgᵀ + (gᵀû)(I - 3ûûᵀ)]/‖u‖²,
+ *   ∂²L/∂u² = (1/n)JᵀJ - (γ/(√n‖u‖²))[gûᵀ + ûgᵀ + (gᵀû)(I - 3ûûᵀ)].
+ * With m = Aᵀû = p/‖u‖, h = Aᵀg = (γ/s)p - c_y, c1 = γ²/‖u‖², c3 = γ/(√n‖u‖²)
+ * and gᵀû = γ√n - (c_yᵀz)/‖u‖:
+ *   H_zz = (c1 - c3·gᵀû)·diag(λ) + (3c3·gᵀû - c1)·mmᵀ - c3·(hmᵀ + mhᵀ),
+ *   H_zγ = (h - (gᵀû)·m)/(√n‖u‖),  H_γγ = ẑᵀẑ/n = 1.
+ * Checked against the general HVP of bn_hvp_math.h and the dense Hessian
+ * (tests/test_sharpness.c).
+ *
+ * fp32 and fp64 come from one text: bn_sqh_math_impl.h is included twice. */
+#ifndef BN_SQH_MATH_H
+#define BN_SQH_MATH_H
+
+#include "bn_hvp_math.h"
+
+/* Per-column results of bn_sqh_power_column, as a backend's power_square op
+ * stores them: io[field * S + column], backend precision. */
+enum {
+    BN_SQ_SIGMA = 0, /* in/out: the shift σ (as in sharpness.h)            */
+    BN_SQ_LAM,       /* out: the estimate of λ_max (NaN: non-finite state) */
+    BN_SQ_ITERS,     /* out: products used                                 */
+    BN_SQ_CONV,      /* out: 1 = converged                                 */
+    BN_SQ_COUNT
+};
+
+#define REAL double
+#define BN_SFX(name) name##_f64
+#define R_SQRT sqrt
+#define R_FABS fabs
+#include "bn_sqh_math_impl.h"
+#undef REAL
+#undef BN_SFX
+#undef R_SQRT
+#undef R_FABS
+
+#define REAL float
+#define BN_SFX(name) name##_f32
+#define R_SQRT sqrtf
+#define R_FABS fabsf
+#include "bn_sqh_math_impl.h"
+#undef REAL
+#undef BN_SFX
+#undef R_SQRT
+#undef R_FABS
+
+#endif
