@@ -797,7 +797,7 @@ static const bcase g_cases[] = {
     {"table", D_PAPER, SQ, F64, 256, 500, 10, 0, 0, 0, 0},
     {"table", D_PAPER, SQ, F64, 4096, 50, 10, 0, 0, 0, 0},
     {"table", D_PAPER, SQ, F64, 1, 500, 10, 10, 0, 0, 0},
-    {"table", D_PAPER, SQ, F64, 256, 20, 10, 10, 0, 1, 2},
+    {"table", D_PAPER, SQ, F64, 256, 200, 10, 10, 0, 1, 2},
     {"table", D_PAPER, SQ, F64, 4096, 20, 10, 10, 0, 2, 3},
     {"table", D_PAPER, LG, F64, 1, 2000, 10, 0, 0, 1, 0},
     {"table", D_PAPER, LG, F64, 256, 500, 10, 0, 0, 0, 0},

@@ -21,11 +21,12 @@
  * noise=0.01,seed=1, square loss, η_w 0.9, η_γ 0.05, γ0 0.1, w0 projected on
  * the row space, records every 10 steps) at S = 256 and S = 1: the time of a
  * run without sharpness and with --sharpness-every 10, repetitions
- * interleaved (median, min), for four engine variants side by side: the
- * previous algorithm (every column in the batch until the slowest converges,
+ * interleaved (median, min), for five engine variants side by side: the
+ * first algorithm (every column in the batch until the slowest converges,
  * in R^d, the sphere from its own vector: BN_SHARP_NO_COMPACT, BN_SHARP_FULL,
- * BN_SHARP_NO_SHARE), then compaction, the row-space basis and the sphere's
- * start from the weighted operator's vector added one by one; the
+ * BN_SHARP_NO_SHARE), then compaction, the row-space basis, the sphere's
+ * start from the weighted operator's vector and the square loss's structured
+ * products (no matrix products at all; BN_SHARP_GENERAL off) added one by one; the
  * HVPs per record (per trajectory, and batched: the slowest column of each
  * operator), and the eigenvalues against the exact method (dense Hessian +
  * LAPACK) on the first min(S, 32) trajectories, same states.  Like
@@ -239,19 +240,22 @@ static void run_config(bn_run_config *c, int64_t S, int64_t T, int64_t sharp, in
 }
 
 /* The engine variants timed side by side (environment overrides read by
- * bn_sharp_log_create): the previous algorithm, compaction alone, and the
- * default (compaction + the reduced basis). */
+ * bn_sharp_log_create and sim.c): the first algorithm, compaction alone, the
+ * row-space basis, the shared sphere start (all with the general HVPs:
+ * BN_SHARP_GENERAL), and the default, which adds the square loss's
+ * structured products (bn_sqh_math.h; the run's own row-space coordinates). */
 typedef struct {
     const char *name;
-    int full, nocompact, noshare;
+    int full, nocompact, noshare, general;
 } variant;
 static const variant g_variants[] = {
-    {"before (batched, R^d, no sharing)", 1, 1, 1},
-    {"compaction", 1, 0, 1},
-    {"compaction + row-space basis", 0, 0, 1},
-    {"+ sphere from weighted (default)", 0, 0, 0},
+    {"before (batched, R^d, no sharing)", 1, 1, 1, 1},
+    {"compaction", 1, 0, 1, 1},
+    {"compaction + row-space basis", 0, 0, 1, 1},
+    {"+ sphere from weighted", 0, 0, 0, 1},
+    {"+ structured square-loss products (default)", 0, 0, 0, 0},
 };
-#define NVAR 4
+#define NVAR 5
 
 static void setenv_if(const char *name, int on)
 {
@@ -264,6 +268,7 @@ static void variant_env(const variant *v)
     setenv_if("BN_SHARP_FULL", v->full);
     setenv_if("BN_SHARP_NO_COMPACT", v->nocompact);
     setenv_if("BN_SHARP_NO_SHARE", v->noshare);
+    setenv_if("BN_SHARP_GENERAL", v->general);
 }
 
 static bn_sim *run_once(const bn_dataset *ds, const bn_run_config *c, double *sec)

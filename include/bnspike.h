@@ -221,6 +221,11 @@ typedef struct {
     int64_t eigs_not_converged;
     int64_t shifted;          /* power iterations that needed a shift           */
     double seconds;           /* wall time spent on sharpness                   */
+    /* Square loss (issue 7): power iterations run on the structured Hessian
+     * (no matrix products), each checked by an exact eigenvalue count. */
+    int64_t structured;       /* power iterations on the structured Hessian     */
+    int64_t corrected;        /* of those, where the count found a larger
+                                 eigenvalue (then found by bisection)           */
 } bn_sharpness_info;
 
 /* Zeros when sharpness is off. */

@@ -35,8 +35,48 @@ enum {
     BN_SQ_LAM,       /* out: the estimate of λ_max (NaN: non-finite state) */
     BN_SQ_ITERS,     /* out: products used                                 */
     BN_SQ_CONV,      /* out: 1 = converged                                 */
+    BN_SQ_FIXED,     /* out: 1 = the certificate found a larger eigenvalue  */
     BN_SQ_COUNT
 };
+
+/* Precision-independent helpers of the certificate (bn_sqh_math_impl.h). */
+
+/* #neg of a symmetric 3×3 from its characteristic polynomial
+ * x³ - c1x² + c2x - c3: the negative roots are the sign changes of
+ * (1, c1, c2, c3); coefficients within rounding of 0 (relative to the
+ * matrix's scale) count as 0. */
+BN_HD BN_COLUMN_INLINE static inline int bn_sqh_neg3(const double *m)
+{
+    double sc = 0;
+    for (int t = 0; t < 9; t++) sc = fabs(m[t]) > sc ? fabs(m[t]) : sc;
+    double c1 = m[0] + m[4] + m[8];
+    double c2 = m[0] * m[4] - m[1] * m[3] + m[0] * m[8] - m[2] * m[6] + m[4] * m[8] - m[5] * m[7];
+    double c3 = m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) +
+                m[2] * (m[3] * m[7] - m[4] * m[6]);
+    double e = 1e-13;
+    double c[4] = {1, fabs(c1) > e * sc ? c1 : 0, fabs(c2) > e * sc * sc ? c2 : 0, fabs(c3) > e * sc * sc * sc ? c3 : 0};
+    int changes = 0;
+    double last = 1;
+    for (int t = 1; t < 4; t++)
+        if (c[t] != 0) {
+            changes += (c[t] > 0) != (last > 0);
+            last = c[t];
+        }
+    return changes;
+}
+
+/* x = m⁻¹b for a 3×3 (adjugate over determinant). */
+BN_HD BN_COLUMN_INLINE static inline void bn_sqh_solve3(const double *m, const double *b, double *x)
+{
+    double a00 = m[4] * m[8] - m[5] * m[7], a01 = m[2] * m[7] - m[1] * m[8], a02 = m[1] * m[5] - m[2] * m[4];
+    double a10 = m[5] * m[6] - m[3] * m[8], a11 = m[0] * m[8] - m[2] * m[6], a12 = m[2] * m[3] - m[0] * m[5];
+    double a20 = m[3] * m[7] - m[4] * m[6], a21 = m[1] * m[6] - m[0] * m[7], a22 = m[0] * m[4] - m[1] * m[3];
+    double det = m[0] * a00 + m[1] * a10 + m[2] * a20;
+    if (det == 0) det = 1e-300;
+    x[0] = (a00 * b[0] + a01 * b[1] + a02 * b[2]) / det;
+    x[1] = (a10 * b[0] + a11 * b[1] + a12 * b[2]) / det;
+    x[2] = (a20 * b[0] + a21 * b[1] + a22 * b[2]) / det;
+}
 
 #define REAL double
 #define BN_SFX(name) name##_f64

@@ -129,8 +129,11 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
  * record (issue 7).  Nothing when src has no vector yet. */
 bn_status bn_sharp_power_warm_from(bn_sharp *sh, int dst, int src);
 
-/* Whether bn_sharp_power uses the square loss's structured products. */
+/* Whether bn_sharp_power uses the square loss's structured products, and how
+ * many columns of its last call the exact eigenvalue count corrected
+ * (bn_sqh_math_impl.h's certificate; 0 on the general path). */
 int bn_sharp_is_square(const bn_sharp *sh);
+int64_t bn_sharp_last_corrected(const bn_sharp *sh);
 
 /* How many times bn_sharp_power compacted its batch so far (tests). */
 int64_t bn_sharp_compactions(const bn_sharp *sh);

@@ -473,6 +473,10 @@ bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void
                 lg->info.not_converged += !lg->t_conv[j] && isfinite(lg->t_lam[j]);
                 lg->info.shifted += lg->t_shift[j] != 0;
             }
+            if (bn_sharp_is_square(lg->eng)) {
+                lg->info.structured += S;
+                lg->info.corrected += bn_sharp_last_corrected(lg->eng);
+            }
         }
         if (lg->k > 0) {
             BN_TRY(bn_sharp_lanczos(lg->eng, lg->eig_op, lg->k, lg->t_eigs, lg->t_iters, lg->t_conv));

@@ -348,6 +348,75 @@ Test(sharpness_square, fp32_within_tolerance_of_lapack)
     basis_free(&b);
 }
 
+/* ------------------------------------------------------ the certificate */
+
+/* The exact count of eigenvalues above θ (the inertia of the structured
+ * Hessian) equals LAPACK's for θ between consecutive eigenvalues, above the
+ * top and below the bottom, for all four operators; and the certificate,
+ * handed the second eigenvalue as if an iteration had stopped there, finds
+ * the top one by bisection (tol 1e-10: 1e-9 of the spectral radius), while
+ * handed the top one it reports nothing to correct. */
+Test(sharpness_square, count_and_certificate_match_lapack)
+{
+    basis_pb b;
+    basis_make(&b, 24, 60, 61);
+    enum { S = 4 };
+    int64_t r = b.r, D = r + 1;
+    double *Z = malloc((size_t)(S * r) * sizeof(double)), gam[S], ew[S] = {0.9, 0.3, 1.7, 0.6},
+           eg[S] = {0.05, 0.4, 0.01, 0.2};
+    states(&b, S, Z, gam, 23);
+    eng gen;
+    eng_open(&gen, BN_BACKEND_CPU, BN_FP64, &b, 1, 0, S, Z, gam, ew, eg, 1e-10, 3);
+    double *H = malloc((size_t)(S * D * D) * sizeof(double)), *ev = malloc((size_t)D * sizeof(double));
+    double *v = malloc((size_t)r * sizeof(double));
+    cr_assert_eq(bn_sharp_dense_hessian(gen.sh, 0, S, H), BN_OK);
+    int checked = 0;
+    for (int op = 0; op < BN_SOP_COUNT; op++)
+        for (int64_t j = 0; j < S; j++) {
+            int proj = (op & BN_SOP_PROJECT) != 0, wt = (op & BN_SOP_WEIGHTED) != 0;
+            double aw = wt ? sqrt(ew[j]) : 1, ag = wt ? sqrt(eg[j]) : 1;
+            int64_t cnt = 0;
+            cr_assert_eq(bn_sharp_dense_eigs(H + j * D * D, r, Z + j * r, ew[j], eg[j], op, ev, &cnt), BN_OK);
+            double rad = fmax(fabs(ev[0]), fabs(ev[cnt - 1]));
+            bn_sqh_coef_f64 cf;
+            bn_sqh_prepare_f64(r, b.p.n, b.lam, b.cy, Z + j * r, gam[j], &cf);
+            bn_sqh_lowrank_f64 L;
+            cr_assert(bn_sqh_lowrank_make_f64(&L, &cf, r, b.lam, b.cy, Z + j * r, aw, ag), "K singular");
+            cr_expect_geq(L.bound, rad * (1 - 1e-12), "bound %.6g below the spectral radius %.6g", L.bound, rad);
+            for (int64_t t = 0; t <= 6 && t <= cnt; t++) {
+                double th = t == 0 ? ev[0] + 0.1 * rad
+                            : t == 6 || t == cnt ? ev[cnt - 1] - 0.1 * rad : 0.5 * (ev[t - 1] + ev[t]);
+                int64_t want = t == 6 || t == cnt ? cnt : t;
+                if (t > 0 && t < 6 && t < cnt && ev[t - 1] - ev[t] < 1e-9 * rad) continue; /* a tie */
+                int64_t got = bn_sqh_count_above_f64(&L, r, b.lam, b.cy, Z + j * r, proj, th);
+                cr_expect_eq(got, want, "op %d col %lld θ=%.10g: count %lld, LAPACK %lld", op, (long long)j, th,
+                             (long long)got, (long long)want);
+                checked++;
+            }
+            if (cnt >= 2 && ev[0] - ev[1] > 1e-6 * rad) {
+                double l = ev[1], vg = 0.3;
+                int64_t evals = 0;
+                for (int64_t k = 0; k < r; k++) v[k] = cos(0.5 + (double)k);
+                int fixed = bn_sqh_certify_f64(&cf, r, b.lam, b.cy, Z + j * r, aw, ag, proj, 1e-10, 1e-9 * rad, &l,
+                                               &evals, v, &vg);
+                cr_expect_eq(fixed, 1, "op %d col %lld: the second eigenvalue was not caught", op, (long long)j);
+                cr_expect_leq(fabs(l - ev[0]), 1e-9 * rad, "op %d col %lld: bisection %.15g LAPACK %.15g", op,
+                              (long long)j, l, ev[0]);
+                l = ev[0];
+                fixed = bn_sqh_certify_f64(&cf, r, b.lam, b.cy, Z + j * r, aw, ag, proj, 1e-10, 1e-9 * rad, &l, &evals,
+                                           v, &vg);
+                cr_expect_eq(fixed, 0, "op %d col %lld: the top eigenvalue was not certified", op, (long long)j);
+            }
+        }
+    cr_expect_gt(checked, 60);
+    eng_close(&gen);
+    free(Z);
+    free(H);
+    free(ev);
+    free(v);
+    basis_free(&b);
+}
+
 /* --------------------------------------------------------- whole runs */
 
 static bn_sim *run(const char *spec, int method, int64_t sharp_every, int64_t S)

@@ -110,6 +110,12 @@ static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *si
                                 "reported value = largest Rayleigh quotient (a lower bound of lambda_max)");
         json_int(j, "not_converged", info.not_converged);
         json_int(j, "shifted", info.shifted);
+        json_int(j, "structured", info.structured);
+        if (info.structured > 0)
+            json_string(j, "certificate", "square loss: every value is checked by an exact count of the "
+                                          "eigenvalues above it (Sylvester inertia of the diagonal-plus-low-rank "
+                                          "Hessian); where one is found, bisection on the count gives it");
+        json_int(j, "corrected", info.corrected);
     }
     if (c->eigs > 0) {
         json_int(j, "eigs", c->eigs);
