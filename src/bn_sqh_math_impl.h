@@ -17,19 +17,29 @@ typedef struct {
     REAL kb;  /* γ/s - gᵀû/‖u‖: p's share of H_zγ    */
     REAL isn; /* 1/(√n‖u‖)                          */
     REAL uu, yu, zz; /* Σλz², Σc_y z, Σz²           */
+    REAL l2z2, cy2, lmax; /* Σλ²z², Σc_y², max λ (the certificate's bound) */
 } BN_SFX(bn_sqh_coef);
 
 BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_prepare)(int64_t r, int64_t n, const REAL *lam,
                                                                  const REAL *cy, const REAL *z, REAL gamma,
                                                                  BN_SFX(bn_sqh_coef) *cf)
 {
-    REAL uu8[BN_LANES] = {0}, yu8[BN_LANES] = {0}, zz8[BN_LANES] = {0};
+    REAL uu8[BN_LANES] = {0}, yu8[BN_LANES] = {0}, zz8[BN_LANES] = {0}, lz8[BN_LANES] = {0}, cc8[BN_LANES] = {0};
+    REAL lm8[BN_LANES] = {0};
     BN_LANE_LOOP(r, {
-        REAL zi = z[i];
-        uu8[k] += lam[i] * zi * zi;
+        REAL zi = z[i], li = lam[i];
+        uu8[k] += li * zi * zi;
         yu8[k] += cy[i] * zi;
         zz8[k] += zi * zi;
+        lz8[k] += li * li * zi * zi;
+        cc8[k] += cy[i] * cy[i];
+        lm8[k] = li > lm8[k] ? li : lm8[k];
     });
+    REAL lmax = 0;
+    for (int k = 0; k < BN_LANES; k++) lmax = lm8[k] > lmax ? lm8[k] : lmax;
+    cf->l2z2 = BN_SFX(bn_lane_total)(lz8);
+    cf->cy2 = BN_SFX(bn_lane_total)(cc8);
+    cf->lmax = lmax;
     REAL uu = BN_SFX(bn_lane_total)(uu8), yu = BN_SFX(bn_lane_total)(yu8);
     REAL sq = R_SQRT((REAL)n), nu = R_SQRT(uu);
     REAL gs = gamma * sq / nu;
@@ -202,24 +212,17 @@ typedef struct {
 } BN_SFX(bn_sqh_lowrank);
 
 /* 0 when K is (nearly) singular: no certificate. */
-BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_lowrank_make)(BN_SFX(bn_sqh_lowrank) *L, const BN_SFX(bn_sqh_coef) *cf,
-                                                   int64_t r, const REAL *lam, const REAL *cy, const REAL *z,
-                                                   double aw, double ag)
+BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_lowrank_make)(BN_SFX(bn_sqh_lowrank) *L,
+                                                                    const BN_SFX(bn_sqh_coef) *cf, double aw,
+                                                                    double ag)
 {
     double nu = (double)cf->nu, gs = (double)cf->gs, khm = (double)cf->khm, isn = (double)cf->isn;
     double K[9] = {(double)cf->kmm / (nu * nu) + 2 * khm * gs / nu, -khm / nu, (double)cf->kb * isn,
                    -khm / nu, 0, -isn,
                    (double)cf->kb * isn, -isn, 1};
     L->xv = aw * aw * (double)cf->a;
-    double l2z2 = 0, cy2 = 0, dmax = 0;
-    for (int64_t i = 0; i < r; i++) {
-        double li = (double)lam[i];
-        l2z2 += li * li * (double)z[i] * (double)z[i];
-        cy2 += (double)cy[i] * (double)cy[i];
-        double di = fabs(L->xv * li);
-        dmax = di > dmax ? di : dmax; /* not fmax: a libm call per entry */
-    }
-    double nrm[3] = {aw * sqrt(l2z2), aw * sqrt(cy2), ag};
+    double dmax = fabs(L->xv) * (double)cf->lmax; /* λ ≥ 0 */
+    double nrm[3] = {aw * sqrt((double)cf->l2z2), aw * sqrt((double)cf->cy2), ag};
     L->bound = dmax;
     for (int a = 0; a < 3; a++)
         for (int b = 0; b < 3; b++) {
@@ -372,7 +375,7 @@ BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_certify)(const BN_SFX(bn_
                                               REAL *vg)
 {
     BN_SFX(bn_sqh_lowrank) L;
-    if (!BN_SFX(bn_sqh_lowrank_make)(&L, cf, r, lam, cy, z, aw, ag)) return 0;
+    if (!BN_SFX(bn_sqh_lowrank_make)(&L, cf, aw, ag)) return 0;
     double lo = *lam_io + slack;
     *evals += 1;
     if (!isfinite(lo) || BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, lo) <= 0) return 0;

@@ -381,7 +381,7 @@ Test(sharpness_square, count_and_certificate_match_lapack)
             bn_sqh_coef_f64 cf;
             bn_sqh_prepare_f64(r, b.p.n, b.lam, b.cy, Z + j * r, gam[j], &cf);
             bn_sqh_lowrank_f64 L;
-            cr_assert(bn_sqh_lowrank_make_f64(&L, &cf, r, b.lam, b.cy, Z + j * r, aw, ag), "K singular");
+            cr_assert(bn_sqh_lowrank_make_f64(&L, &cf, aw, ag), "K singular");
             cr_expect_geq(L.bound, rad * (1 - 1e-12), "bound %.6g below the spectral radius %.6g", L.bound, rad);
             for (int64_t t = 0; t <= 6 && t <= cnt; t++) {
                 double th = t == 0 ? ev[0] + 0.1 * rad

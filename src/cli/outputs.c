@@ -90,8 +90,11 @@ static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *si
     int64_t rows, cols;
     if (bn_recorder_field(rec, "sharpness_step", &kept, &rows, &cols) == BN_OK)
         json_int(j, "records_kept_max", cols); /* the adaptive ones: on the --every schedule and in the windows */
-    json_string(j, "method", exact ? "exact (dense Hessian from d+1 HVPs, LAPACK dsyevd)"
-                                   : "power (shifted, warm-started, batched)");
+    json_string(j, "method", exact                  ? "exact (dense Hessian from d+1 HVPs, LAPACK dsyevd)"
+                             : info.structured > 0 ? "power (shifted, warm-started; square loss: the Hessian's "
+                                                     "diagonal-plus-rank-3 form in the singular basis, no matrix "
+                                                     "products, every value certified by an eigenvalue count)"
+                                                   : "power (shifted, warm-started, batched)");
     json_string(j, "state", "(w_t, gamma_t) of the recorded step, before its update");
     json_begin_array(j, "kinds");
     json_string(j, NULL, "sharpness: lambda_max(H), H the (d+1)x(d+1) Hessian in (w, gamma)");
