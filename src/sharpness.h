@@ -61,6 +61,15 @@
  * block.  While the open block's top Ritz value is not converged, or ties with
  * a closed block's value inside the top k, the process continues.
  *
+ * Square loss (issue 7).  With su.sq_lam/sq_cy set (the engine in the data's
+ * singular basis, sharpness_log.c), bn_sharp_power runs each column's whole
+ * iteration in one backend call (power_square) on the Hessian's
+ * diagonal-plus-rank-3 form, O(d) per product and no matrix products; the
+ * same start, shift and stopping rule (bn_power_control), plus an exact
+ * eigenvalue count that certifies each value and, where it finds a larger
+ * eigenvalue, bisection on the count (bn_sqh_math.h).  The other operations
+ * (bn_sharp_apply, Lanczos, the dense Hessian) keep the general HVPs.
+ *
  * Precision: tol is raised to 4·ε·√(d+1) of the backend precision
  * (bn_sharp_tol_effective), the level of rounding noise in μ: ≈ 4e-6 for fp32
  * at d = 256, ≈ 1.4e-14 for fp64. */
