@@ -369,13 +369,12 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_solve)(const BN_SFX(bn_s
  * no eigenvalue above *lam + slack → 0.  Else λ_max by bisection on the count
  * to tol·max(|λ|, 8ε·bound) (*evals counts the counts), v ← its eigenvector by
  * two steps of inverse iteration (normalized; in range(Π) when project), and 1. */
-BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_certify)(const BN_SFX(bn_sqh_coef) *cf, int64_t r, const REAL *lam,
-                                              const REAL *cy, const REAL *z, double aw, double ag, int project,
-                                              double tol, double slack, double *lam_io, int64_t *evals, REAL *v,
-                                              REAL *vg)
+BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_certify)(const BN_SFX(bn_sqh_lowrank) *Lp, int64_t r,
+                                                                const REAL *lam, const REAL *cy, const REAL *z,
+                                                                int project, double tol, double slack,
+                                                                double *lam_io, int64_t *evals, REAL *v, REAL *vg)
 {
-    BN_SFX(bn_sqh_lowrank) L;
-    if (!BN_SFX(bn_sqh_lowrank_make)(&L, cf, aw, ag)) return 0;
+    const BN_SFX(bn_sqh_lowrank) L = *Lp;
     double lo = *lam_io + slack;
     *evals += 1;
     if (!isfinite(lo) || BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, lo) <= 0) return 0;
@@ -422,10 +421,13 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
     *vgs = *vg;
     BN_SFX(bn_sqh_coef) cf;
     BN_SFX(bn_sqh_prepare)(r, n, lam, cy, z, gamma, &cf);
+    BN_SFX(bn_sqh_lowrank) L;
+    int countable = BN_SFX(bn_sqh_lowrank_make)(&L, &cf, (double)aw, (double)ag);
     double sigma = (double)io[BN_SQ_SIGMA * S], lam_out = NAN;
     bn_power_state pc = bn_power_state_init();
     REAL nv = 1;
-    int conv = 0, act = BN_PW_GO;
+    int conv = 0, act = BN_PW_GO, certified = 0;
+    int64_t counts = 0;
     for (int64_t it = 0; it < maxiter && act != BN_PW_DONE; it++) {
         REAL mu = BN_SFX(bn_sqh_power_step)(r, &cf, lam, cy, z, aw, ag, project, (REAL)sigma, v, vg, &nv);
         act = bn_power_control(&pc, (double)mu, (double)nv, &sigma, tol, &lam_out, &conv);
@@ -433,17 +435,30 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
             for (int64_t i = 0; i < r; i++) v[i] = vs[i];
             *vg = *vgs;
             nv = 1;
+        } else if (act == BN_PW_GO && countable && it < 2) {
+            /* From a warm start the Rayleigh quotient is often already within
+             * tol: every μ is a lower bound of λ_max, so no eigenvalue above
+             * best·(1 + tol) proves it (relative to λ itself, tighter than the
+             * stopping rule's scale), one or two products in, where the
+             * stopping rule needs three. */
+            double best = pc.best, th = best + fmax(tol * fabs(best), 8 * 1.2e-16 * L.bound);
+            counts++;
+            if (isfinite(th) && BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, th) <= 0) {
+                lam_out = best;
+                conv = 1;
+                act = BN_PW_DONE;
+                certified = 1;
+            }
         }
     }
     if (act != BN_PW_DONE) lam_out = pc.best; /* the best lower bound found */
     int fixed = 0;
-    int64_t its = pc.it;
-    if (isfinite(lam_out)) {
+    int64_t its = pc.it + counts;
+    if (!certified && countable && isfinite(lam_out)) {
         /* Slack: the stopping rule's own scale (sharpness.h), so that only a
          * miss, or an unconverged column, costs a bisection. */
         double slack = 64 * tol * fmax(fabs(lam_out), fabs(lam_out - sigma));
-        fixed = BN_SFX(bn_sqh_certify)(&cf, r, lam, cy, z, (double)aw, (double)ag, project, tol, slack, &lam_out,
-                                       &its, v, vg);
+        fixed = BN_SFX(bn_sqh_certify)(&L, r, lam, cy, z, project, tol, slack, &lam_out, &its, v, vg);
         if (fixed) conv = 1;
     }
     io[BN_SQ_SIGMA * S] = (REAL)sigma;

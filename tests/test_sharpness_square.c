@@ -397,14 +397,13 @@ Test(sharpness_square, count_and_certificate_match_lapack)
                 double l = ev[1], vg = 0.3;
                 int64_t evals = 0;
                 for (int64_t k = 0; k < r; k++) v[k] = cos(0.5 + (double)k);
-                int fixed = bn_sqh_certify_f64(&cf, r, b.lam, b.cy, Z + j * r, aw, ag, proj, 1e-10, 1e-9 * rad, &l,
-                                               &evals, v, &vg);
+                int fixed = bn_sqh_certify_f64(&L, r, b.lam, b.cy, Z + j * r, proj, 1e-10, 1e-9 * rad, &l, &evals, v,
+                                               &vg);
                 cr_expect_eq(fixed, 1, "op %d col %lld: the second eigenvalue was not caught", op, (long long)j);
                 cr_expect_leq(fabs(l - ev[0]), 1e-9 * rad, "op %d col %lld: bisection %.15g LAPACK %.15g", op,
                               (long long)j, l, ev[0]);
                 l = ev[0];
-                fixed = bn_sqh_certify_f64(&cf, r, b.lam, b.cy, Z + j * r, aw, ag, proj, 1e-10, 1e-9 * rad, &l, &evals,
-                                           v, &vg);
+                fixed = bn_sqh_certify_f64(&L, r, b.lam, b.cy, Z + j * r, proj, 1e-10, 1e-9 * rad, &l, &evals, v, &vg);
                 cr_expect_eq(fixed, 0, "op %d col %lld: the top eigenvalue was not certified", op, (long long)j);
             }
         }
