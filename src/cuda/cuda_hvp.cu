@@ -281,23 +281,19 @@ __global__ void copy_columns_kernel(int64_t rows, int64_t count, const T *__rest
  * CPU's function itself.  A column's work is O(r) per product, a few hundred
  * flops, so one thread holds it; columns differ in their iteration counts,
  * and a warp waits for its slowest column.  V, Vs, Z: r×S col-major. */
-__device__ __forceinline__ void power_square_column(int64_t r, int64_t n, const double *lam, const double *cy,
-                                                    const double *z, double g, double aw, double ag, int project,
-                                                    int warm, uint64_t key, uint64_t counter, double *v, double *vg,
-                                                    double *vs, double *vgs, double tol, int64_t maxiter, double *io,
+/* bn_sqh_power_column of the kernel's precision. */
+template <typename T>
+__device__ __forceinline__ void power_square_column(int64_t r, int64_t n, const T *lam, const T *cy, const T *z, T g,
+                                                    T aw, T ag, int project, int warm, uint64_t key, uint64_t counter,
+                                                    T *v, T *vg, T *vs, T *vgs, double tol, int64_t maxiter, T *io,
                                                     int64_t S)
 {
-    bn_sqh_power_column_f64(r, n, lam, cy, z, g, aw, ag, project, warm, key, counter, v, vg, vs, vgs, tol, maxiter,
-                            io, S);
-}
-__device__ __forceinline__ void power_square_column(int64_t r, int64_t n, const float *lam, const float *cy,
-                                                    const float *z, float g, float aw, float ag, int project,
-                                                    int warm, uint64_t key, uint64_t counter, float *v, float *vg,
-                                                    float *vs, float *vgs, double tol, int64_t maxiter, float *io,
-                                                    int64_t S)
-{
-    bn_sqh_power_column_f32(r, n, lam, cy, z, g, aw, ag, project, warm, key, counter, v, vg, vs, vgs, tol, maxiter,
-                            io, S);
+    if constexpr (sizeof(T) == sizeof(double))
+        bn_sqh_power_column_f64(r, n, lam, cy, z, g, aw, ag, project, warm, key, counter, v, vg, vs, vgs, tol, maxiter,
+                                io, S);
+    else
+        bn_sqh_power_column_f32(r, n, lam, cy, z, g, aw, ag, project, warm, key, counter, v, vg, vs, vgs, tol, maxiter,
+                                io, S);
 }
 
 template <typename T>
@@ -309,7 +305,7 @@ __global__ void power_square_kernel(int64_t r, int64_t n, int64_t S, const T *__
 {
     const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= S) return;
-    power_square_column(r, n, lam, cy, Z + j * r, gamma[j], aw ? aw[j] : (T)1, ag ? ag[j] : (T)1, project, warm,
+    power_square_column<T>(r, n, lam, cy, Z + j * r, gamma[j], aw ? aw[j] : (T)1, ag ? ag[j] : (T)1, project, warm,
                         seed + (uint64_t)j, counter, V + j * r, vg + j, Vs + j * r, vgs + j, tol, maxiter, io + j, S);
 }
 
