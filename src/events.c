@@ -459,13 +459,12 @@ int bn_events_observer(void *user, int64_t step, const double *const *fields, in
         return 1;
     }
     int fail = 0;
-#pragma omp parallel for schedule(static) if (S >= 512) reduction(min : fail)
-    for (int64_t j = 0; j < S; j++) {
+    BN_PAR_FOR(S >= 512, schedule(static) reduction(min : fail), j, S, {
         bn_event_input in;
         bn_event_input_from_fields(&ev->fidx, fields, j, &in);
         int f = bn_events_feed_flags(ev, j, step, &in, NULL);
         if (f < fail) fail = f;
-    }
+    });
     if (fail) {
         bn_fail((bn_status)(-fail), "the spike detector failed at step %lld (%s)", (long long)step,
                 bn_status_name((bn_status)(-fail)));

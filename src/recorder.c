@@ -260,12 +260,11 @@ int bn_recorder_observer(void *user, int64_t step, const double *const *fields, 
      * this per-step pass is the host's share of the work). */
     int fail = 0;
     int nt = r->threads > 0 ? r->threads : omp_get_max_threads();
-#pragma omp parallel for num_threads(nt) schedule(static) if (S >= 512) reduction(min : fail)
-    for (int64_t c = 0; c < S; c++) {
+    BN_PAR_FOR(S >= 512, num_threads(nt) schedule(static) reduction(min : fail), c, S, {
         double row[BN_RECORDER_MAX_FIELDS];
         int rc = record_step(r, r->offset + c, step, fields, c, row);
         if (rc < fail) fail = rc;
-    }
+    });
     if (fail) {
         if (fail == ERR_GROW) bn_fail(BN_ERR_NOMEM, "cannot grow the recorded rows at step %lld", (long long)step);
         else bn_fail((bn_status)(-fail), "the spike detector failed at step %lld (%s)", (long long)step,

@@ -483,10 +483,9 @@ static bn_status collect_records(bn_sim *sim, int64_t slot0, int64_t count, int6
         for (int f = 0; f < F_COUNT; f++)
             out[f] = dst ? dst + (size_t)f * (size_t)S : sim->rec_by_slot[f] + (size_t)slot * (size_t)S;
         double tt = (double)t;
-#pragma omp parallel for num_threads(nt) schedule(static) if (S >= 2048)
-        for (int64_t j = 0; j < S; j++) {
 #define ST(field) (f32 ? (double)((const float *)blk)[(size_t)(field) * (size_t)S + (size_t)j] \
                        : ((const double *)blk)[(size_t)(field) * (size_t)S + (size_t)j])
+        BN_PAR_FOR(S >= 2048, num_threads(nt) schedule(static), j, S, {
             double loss = ST(BN_ST_LOSS), gam = ST(BN_ST_GAMMA), sn = ST(BN_ST_SNORM);
             double a = ST(BN_ST_ALPHA), b = ST(BN_ST_BETA), as = ST(BN_ST_ALPHA_S), bs = ST(BN_ST_BETA_S);
             if (no_ref) a = b = as = bs = NAN;
@@ -504,8 +503,8 @@ static bn_status collect_records(bn_sim *sim, int64_t slot0, int64_t count, int6
             out[F_ALPHA_S][j] = as;
             out[F_BETA_S][j] = bs;
             out[F_RHO_S][j] = bs / as;
+        });
 #undef ST
-        }
         if (observer) {
             const double *seen[F_COUNT];
             for (int f = 0; f < F_COUNT; f++) seen[f] = out[f];

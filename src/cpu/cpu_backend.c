@@ -97,6 +97,10 @@ static bn_status cpu_synchronize(bn_backend *be)
 #endif
 #define BN_CPU_CHUNK 16
 
+/* The CPU ops' column loops (internal.h's BN_PAR_FOR on be->threads). */
+#define BN_CPU_FOR(cond, sched, var, count, ...) \
+    BN_PAR_FOR(cond, schedule(sched) num_threads(be->threads), var, count, __VA_ARGS__)
+
 #define REAL double
 #define BN_SFX(name) name##_f64
 #include "cpu_ops_impl.h"

@@ -12,10 +12,10 @@ static bn_status BN_SFX(cpu_hvp_prepare_columns)(bn_backend *be, int64_t n, int6
     const REAL *u = (const REAL *)U;
     const REAL *g = (const REAL *)gamma;
     REAL *r = (REAL *)R, *h = (REAL *)H2, *st = (REAL *)hs;
-#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && (n * S) > 4096)
-    for (int64_t j = 0; j < S; j++)
+    BN_CPU_FOR(S > 1 && (n * S) > 4096, static, j, S, {
         BN_SFX(bn_hvp_prepare_column)(n, u + j * n, (const REAL *)y, g[j], logistic, r + j * n,
                                       h + j * n, st + j, S);
+    });
     return BN_OK;
 }
 
@@ -29,11 +29,11 @@ static bn_status BN_SFX(cpu_hvp_columns)(bn_backend *be, int64_t n, int64_t S, c
     const REAL *st = (const REAL *)hs, *ud = (const REAL *)Udot, *dv = (const REAL *)vg;
     const REAL *sw = (const REAL *)aw, *sg = (const REAL *)ag;
     REAL *q = (REAL *)Qdot, *out = (REAL *)hg;
-#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && (n * S) > 4096)
-    for (int64_t j = 0; j < S; j++)
+    BN_CPU_FOR(S > 1 && (n * S) > 4096, static, j, S, {
         out[j] = BN_SFX(bn_hvp_column)(n, u + j * n, r + j * n, h + j * n, st + j, S, ud + j * n,
                                        dv[j], sw ? sw[j] : (REAL)1, sg ? sg[j] : (REAL)1,
                                        q + j * n);
+    });
     return BN_OK;
 }
 
@@ -44,11 +44,11 @@ static bn_status BN_SFX(cpu_power_update)(bn_backend *be, int64_t d, int64_t S, 
 {
     REAL *v = (REAL *)V, *g = (REAL *)vg, *c = (REAL *)ctl;
     const REAL *x = (const REAL *)X, *xgv = (const REAL *)xg, *w = (const REAL *)W;
-#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && (d * S) > 4096)
-    for (int64_t j = 0; j < S; j++)
+    BN_CPU_FOR(S > 1 && (d * S) > 4096, static, j, S, {
         if (c[BN_SC_ACTIVE * S + j] != 0)
             BN_SFX(bn_power_update_column)(d, v + j * d, g + j, x + j * d, xgv[j], w + j * d,
                                            project, c + j, S);
+    });
     return BN_OK;
 }
 
@@ -62,12 +62,12 @@ static bn_status BN_SFX(cpu_lanczos_extend)(bn_backend *be, int64_t d, int64_t S
     REAL *qw = (REAL *)QW, *qg = (REAL *)QG, *c = (REAL *)ctl, *cf = (REAL *)coef;
     const REAL *x = (const REAL *)X, *xgv = (const REAL *)xg, *w = (const REAL *)W;
     int64_t work = d * S * (k + 3);
-#pragma omp parallel for schedule(static) num_threads(be->threads) if (S > 1 && work > 8192)
-    for (int64_t j = 0; j < S; j++)
+    BN_CPU_FOR(S > 1 && work > 8192, static, j, S, {
         if (c[BN_SC_ACTIVE * S + j] != 0)
             BN_SFX(bn_lanczos_extend_column)(d, S, k, qw + j * d, qg + j, x ? x + j * d : NULL,
                                              x ? xgv + j : NULL, w + j * d, project,
                                              seed + (uint64_t)j, counter, c + j, cf ? cf + j : NULL);
+    });
     return BN_OK;
 }
 
@@ -96,12 +96,12 @@ static bn_status BN_SFX(cpu_power_square)(bn_backend *be, int64_t r, int64_t n, 
                                           void *io)
 {
     const int64_t chunk = 4, chunks = (S + chunk - 1) / chunk;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(be->threads) if (chunks > 1 && r * S > 2048)
-    for (int64_t c = 0; c < chunks; c++)
+    BN_CPU_FOR(chunks > 1 && r * S > 2048, dynamic, c, chunks, {
         BN_SFX(cpu_power_square_range)(c * chunk, c * chunk + chunk < S ? c * chunk + chunk : S, r, n, S,
                                        (const REAL *)lam, (const REAL *)cy, (const REAL *)Z, (const REAL *)gamma,
                                        (const REAL *)aw, (const REAL *)ag, project, warm, seed, counter, (REAL *)V,
                                        (REAL *)vg, (REAL *)Vs, (REAL *)vgs, tol, maxiter, (REAL *)io);
+    });
     return BN_OK;
 }
 
@@ -112,15 +112,14 @@ static bn_status BN_SFX(cpu_copy_columns)(bn_backend *be, int64_t rows, int64_t 
 {
     const REAL *s = (const REAL *)src;
     REAL *o = (REAL *)dst;
-#pragma omp parallel for schedule(static) num_threads(be->threads) if (count > 1 && rows * count > 65536)
-    for (int64_t k = 0; k < count; k++) {
-        const REAL *a = s + (sidx ? sidx[k] : k) * scs;
+    BN_CPU_FOR(count > 1 && rows * count > 65536, static, k, count, {
+            const REAL *a = s + (sidx ? sidx[k] : k) * scs;
         REAL *b = o + (didx ? didx[k] : k) * dcs;
         if (srs == 1 && drs == 1) {
             memcpy(b, a, (size_t)rows * sizeof(REAL));
         } else {
             for (int64_t i = 0; i < rows; i++) b[i * drs] = a[i * srs];
         }
-    }
+    });
     return BN_OK;
 }

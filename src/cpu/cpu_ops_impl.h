@@ -56,11 +56,11 @@ static bn_status BN_SFX(cpu_forward_columns)(bn_backend *be, int64_t n, int64_t 
                                              void *stats)
 {
     int64_t chunks = (S + BN_CPU_CHUNK - 1) / BN_CPU_CHUNK;
-#pragma omp parallel for schedule(static) num_threads(be->threads) if (chunks > 1 && (n * S) > 4096)
-    for (int64_t c = 0; c < chunks; c++)
+    BN_CPU_FOR(chunks > 1 && (n * S) > 4096, static, c, chunks, {
         BN_SFX(cpu_forward_range)(c * BN_CPU_CHUNK, c * BN_CPU_CHUNK + BN_CPU_CHUNK < S ? c * BN_CPU_CHUNK + BN_CPU_CHUNK : S,
                                   n, S, (const REAL *)U, (const REAL *)y, (const REAL *)uhat,
                                   (const REAL *)gamma, logistic, (REAL *)Q, (REAL *)stats);
+    });
     return BN_OK;
 }
 
@@ -85,12 +85,12 @@ static bn_status BN_SFX(cpu_update_columns)(bn_backend *be, int64_t d, int64_t S
                                             void *stats, int64_t step, int64_t *diverged_step)
 {
     int64_t chunks = (S + BN_CPU_CHUNK - 1) / BN_CPU_CHUNK;
-#pragma omp parallel for schedule(static) num_threads(be->threads) if (chunks > 1 && (d * S) > 4096)
-    for (int64_t c = 0; c < chunks; c++)
+    BN_CPU_FOR(chunks > 1 && (d * S) > 4096, static, c, chunks, {
         BN_SFX(cpu_update_range)(c * BN_CPU_CHUNK, c * BN_CPU_CHUNK + BN_CPU_CHUNK < S ? c * BN_CPU_CHUNK + BN_CPU_CHUNK : S,
                                  d, S, (REAL *)W, (const REAL *)G, (const REAL *)ehat,
                                  (const REAL *)eta_w, (const REAL *)eta_gamma, (REAL *)gamma, update,
                                  (REAL *)stats, step, diverged_step);
+    });
     return BN_OK;
 }
 
