@@ -200,9 +200,13 @@ typedef struct {
      * bn_la_rowspace gives them; sim.c), and the engine works in them. */
     const double *basis;
     int64_t basis_rank;
+    const double *xr;    /* with basis: Xc·basisᵀ (n×basis_rank row-major), the data
+                          * the run's Xc buffer holds                                  */
 } bn_sharp_log_host;
 
-/* Xc, y: backend buffers (n×d, n; the data in R^d). */
+/* Xc, y: backend buffers (n×d, n; with host->basis, the run's n×basis_rank
+ * coordinates data). */
+
 bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *cfg, int64_t n, int64_t d,
                               const void *Xc, const void *y, const double *eta_w,
                               const double *eta_gamma, const bn_sharp_log_host *host,

@@ -151,26 +151,30 @@ static bn_status rowspace_facts(const bn_run_config *c, const double *xc, int64_
  * numerical rank have s_i ≤ max(n,d)·ε·s_1), plus d - r exact zeros.  Used for
  * the power method when r < d, every w0 lies in the row space (GD keeps it
  * there: its updates are Xcᵀq) and the SVD is cheap (≤ ~1e9 flops). */
-static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, const double *y, int64_t n, int64_t d,
-                               int64_t r, const double *basis)
+/* A float64 host array into a backend buffer of the backend's precision. */
+static bn_status upload_f64(bn_backend *be, void *dst, const double *src, size_t count)
 {
+    if (be->precision == BN_FP64) return be->ops->upload(be, dst, src, count * sizeof(double));
+    float *t = malloc(count * sizeof(float) + 1);
+    if (!t) return bn_fail(BN_ERR_NOMEM, "cannot allocate %zu bytes of staging memory", count * 4);
+    for (size_t i = 0; i < count; i++) t[i] = (float)src[i];
+    bn_status st = be->ops->upload(be, dst, t, count * sizeof(float));
+    free(t);
+    return st;
+}
+
+/* The square loss's data in the basis (issue 7), from xr = Xc·V_rᵀ (n×r
+ * row-major): λ_k = ‖Xr[:,k]‖² (the singular values squared: V_r holds right
+ * singular vectors, so the off-diagonal of XrᵀXr is rounding) and c_y = Xrᵀy.
+ * Nothing for the other losses. */
+static bn_status square_data(bn_sharp_log *lg, const double *xr, const double *y, int64_t n, int64_t r)
+{
+    if (!lg->square) return BN_OK;
     bn_backend *be = lg->be;
-    size_t rs = bn_real_size(be->precision);
-    int64_t S = lg->S;
-    double *xr = malloc((size_t)(n * r) * sizeof(double));
-    float *f = NULL;
-    if (!xr) return bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
-    /* xr row-major n×r: xr[i r + k] = Σ_l xc[i d + l]·V[k d + l] */
-    bn_la_gemm(0, 1, n, r, d, 1.0, xc, d, basis, d, 0.0, xr, r);
-    /* col-major copies: Xr (n×r), Xrᵀ (r×n) and V_r (r×d); and for the square
-     * loss λ_k = ‖Xr[:,k]‖² (the singular values squared: V_r holds right
-     * singular vectors, so the off-diagonal of XrᵀXr is rounding) and
-     * c_y = Xrᵀy */
-    size_t nr = (size_t)(n * r), dr = (size_t)(d * r);
-    double *cm = malloc((2 * nr + dr + 2 * (size_t)r) * sizeof(double));
-    bn_status st = cm ? BN_OK : bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
-    double *xrc = cm, *xrt = cm + nr, *vrc = cm + 2 * nr, *sl = vrc + dr, *scy = sl + r;
-    for (int64_t k = 0; st == BN_OK && k < r; k++) {
+    double *sl = malloc(2 * (size_t)r * sizeof(double));
+    if (!sl) return bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
+    double *scy = sl + r;
+    for (int64_t k = 0; k < r; k++) {
         double a = 0, b = 0;
         for (int64_t i = 0; i < n; i++) {
             a += xr[i * r + k] * xr[i * r + k];
@@ -179,6 +183,30 @@ static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, const double 
         sl[k] = a;
         scy[k] = b;
     }
+    size_t rs = bn_real_size(be->precision);
+    bn_status st = be->ops->alloc(be, (size_t)r * rs, &lg->sq_lam);
+    if (st == BN_OK) st = be->ops->alloc(be, (size_t)r * rs, &lg->sq_cy);
+    if (st == BN_OK) st = upload_f64(be, lg->sq_lam, sl, (size_t)r);
+    if (st == BN_OK) st = upload_f64(be, lg->sq_cy, scy, (size_t)r);
+    free(sl);
+    return st;
+}
+
+static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, const double *y, int64_t n, int64_t d,
+                               int64_t r, const double *basis)
+{
+    bn_backend *be = lg->be;
+    size_t rs = bn_real_size(be->precision);
+    int64_t S = lg->S;
+    double *xr = malloc((size_t)(n * r) * sizeof(double));
+    if (!xr) return bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
+    /* xr row-major n×r: xr[i r + k] = Σ_l xc[i d + l]·V[k d + l] */
+    bn_la_gemm(0, 1, n, r, d, 1.0, xc, d, basis, d, 0.0, xr, r);
+    /* col-major copies: Xr (n×r), Xrᵀ (r×n) and V_r (r×d) */
+    size_t nr = (size_t)(n * r), dr = (size_t)(d * r);
+    double *cm = malloc((2 * nr + dr) * sizeof(double));
+    bn_status st = cm ? BN_OK : bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
+    double *xrc = cm, *xrt = cm + nr, *vrc = cm + 2 * nr;
     for (int64_t i = 0; st == BN_OK && i < n; i++)
         for (int64_t k = 0; k < r; k++) {
             xrc[i + k * n] = xr[i * r + k];
@@ -186,29 +214,16 @@ static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, const double 
         }
     for (int64_t k = 0; st == BN_OK && k < r; k++)
         for (int64_t l = 0; l < d; l++) vrc[k + l * r] = basis[k * d + l];
+    if (st == BN_OK) st = square_data(lg, xr, y, n, r);
     free(xr);
     if (st == BN_OK) st = be->ops->alloc(be, nr * rs, &lg->Xr);
     if (st == BN_OK) st = be->ops->alloc(be, nr * rs, &lg->XrT);
     if (st == BN_OK) st = be->ops->alloc(be, dr * rs, &lg->Vb);
-    if (st == BN_OK && !lg->w_in_basis) st = be->ops->alloc(be, (size_t)(r * S) * rs, &lg->Wr);
-    if (st == BN_OK && lg->square) st = be->ops->alloc(be, (size_t)r * rs, &lg->sq_lam);
-    if (st == BN_OK && lg->square) st = be->ops->alloc(be, (size_t)r * rs, &lg->sq_cy);
-    size_t big = nr > dr ? nr : dr;
-    if (st == BN_OK && be->precision == BN_FP32 && !(f = malloc(big * sizeof(float))))
-        st = bn_fail(BN_ERR_NOMEM, "cannot allocate the reduced data");
-    const double *src[5] = {xrc, xrt, vrc, sl, scy};
-    void *dst[5] = {lg->Xr, lg->XrT, lg->Vb, lg->sq_lam, lg->sq_cy};
-    size_t cnt[5] = {nr, nr, dr, (size_t)r, (size_t)r};
-    int nq = lg->square ? 5 : 3;
-    for (int q = 0; q < nq && st == BN_OK; q++) {
-        if (f) {
-            for (size_t i = 0; i < cnt[q]; i++) f[i] = (float)src[q][i];
-            st = be->ops->upload(be, dst[q], f, cnt[q] * sizeof(float));
-        } else {
-            st = be->ops->upload(be, dst[q], src[q], cnt[q] * sizeof(double));
-        }
-    }
-    free(f);
+    if (st == BN_OK) st = be->ops->alloc(be, (size_t)(r * S) * rs, &lg->Wr);
+    const double *src[3] = {xrc, xrt, vrc};
+    void *dst[3] = {lg->Xr, lg->XrT, lg->Vb};
+    size_t cnt[3] = {nr, nr, dr};
+    for (int q = 0; q < 3 && st == BN_OK; q++) st = upload_f64(be, dst[q], src[q], cnt[q]);
     free(cm);
     if (st == BN_OK) lg->r = r;
     return st;
@@ -289,9 +304,11 @@ bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n,
                      getenv("BN_SHARP_FULL") == NULL;
     if (h->basis) {
         /* The run steps in these coordinates (w = V_rᵀz, sim.c): every w lies in
-         * the row space, and the engine works in the same basis. */
+         * the row space, and the engine works in the same basis, on the run's
+         * own data buffer Xc (already Xc·V_rᵀ) and its host copy h->xr. */
         lg->w_in_basis = 1;
-        st = reduced_setup(lg, xc_host, h->y, n, d, h->basis_rank, h->basis);
+        st = square_data(lg, h->xr, h->y, n, h->basis_rank);
+        if (st == BN_OK) lg->r = h->basis_rank;
         try_reduce = 0;
     }
     if (st == BN_OK && (lmax > 0 || try_reduce)) {
@@ -317,8 +334,8 @@ bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n,
         /* The engine in the row space: data Xr, dimension r, full rank, and
          * every w (V_r·w) in its row space. */
         su.d = lg->r;
-        su.Xc = lg->Xr;
-        su.XcT = lg->XrT;
+        su.Xc = lg->w_in_basis ? Xc : lg->Xr;
+        su.XcT = lg->XrT; /* NULL with w_in_basis: the run's Xc has the backend's transpose */
         su.rank = lg->r;
         su.w_in_rowspace = NULL;
         su.sq_lam = lg->sq_lam;

@@ -39,6 +39,7 @@ struct bn_sim {
      * rows) in basis; without them dd = d and basis = NULL. */
     int64_t dd;
     double *basis;
+    double *xr_host; /* Xc·Vᵀ (n×dd row-major), kept from the upload for the sharpness log */
     bn_backend *be;
     double *eta_w, *eta_gamma, *gamma0; /* S each (host, float64) */
     double *w0;                         /* S×d row-major          */
@@ -340,7 +341,9 @@ static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
     /* w0 is S×d row-major, which is already W's d×S column-major layout. */
     if (!st) st = upload_real(be, sim->dW, z0 ? z0 : sim->w0, (size_t)d * (size_t)S);
     if (!st) st = upload_real(be, sim->dehat, er ? er : ehat, (size_t)d);
-    free(xr), free(er), free(z0);
+    free(er), free(z0);
+    free(sim->xr_host);
+    sim->xr_host = xr;
     BN_TRY(st);
     BN_TRY(upload_real(be, sim->dy, y, (size_t)n));
     BN_TRY(upload_real(be, sim->duhat, uhat, (size_t)n));
@@ -437,13 +440,15 @@ bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim *
     if (st == BN_OK && cfg->sharpness_every > 0)
     {
         bn_sharp_log_host host = {.xc = xc, .y = bn_dataset_y(ds), .w0 = sim->w0, .rank_hint = sim->ref_info.rank,
-                                  .basis = sim->basis, .basis_rank = sim->basis ? sim->dd : 0};
+                                  .basis = sim->basis, .basis_rank = sim->basis ? sim->dd : 0, .xr = sim->xr_host};
         st = bn_sharp_log_create(sim->be, cfg, n, d, sim->dXc, sim->dy, sim->eta_w, sim->eta_gamma, &host,
                                  &sim->sharp);
     }
     free(xc);
     free(ehat);
     free(uhat);
+    free(sim->xr_host);
+    sim->xr_host = NULL;
     if (st != BN_OK) {
         /* Keep the message of the first failure: freeing never fails. */
         bn_sim_free(sim);
@@ -761,6 +766,7 @@ void bn_sim_free(bn_sim *sim)
     for (int f = 0; f < F_COUNT; f++) free(sim->rec[f]);
     free(sim->restored_rec);
     free(sim->basis);
+    free(sim->xr_host);
     free(sim->eta_w);
     free(sim->eta_gamma);
     free(sim->gamma0);

@@ -161,6 +161,17 @@ static void states(const basis_pb *b, int64_t S, double *Z, double *gam, uint64_
     free(zw);
 }
 
+/* LAPACK's eigenvalues (descending) of operator op for column j of the dense
+ * Hessians H (S×(r+1)×(r+1), from the general engine), and the spectral radius. */
+static int64_t lapack_eigs(const double *H, int64_t r, int64_t j, const double *z, double ew, double eg, int op,
+                           double *ev, double *rad)
+{
+    int64_t D = r + 1, cnt = 0;
+    cr_assert_eq(bn_sharp_dense_eigs(H + j * D * D, r, z, ew, eg, op, ev, &cnt), BN_OK);
+    *rad = fmax(fabs(ev[0]), fabs(ev[cnt - 1]));
+    return cnt;
+}
+
 /* ------------------------------------------------------- the product */
 
 /* P^½HP^½·(v, δ) of the structured formula (in the basis) equals V times the
@@ -251,9 +262,8 @@ Test(sharpness_square, power_matches_general_engine_and_lapack)
             cr_assert_eq(bn_sharp_power(sq.sh, op, ls, ss, is, cs), BN_OK, "%s", bn_last_error());
             cr_assert_eq(bn_sharp_power(gen.sh, op, lg, sg, ig, cg), BN_OK, "%s", bn_last_error());
             for (int64_t j = 0; j < S; j++) {
-                int64_t cnt = 0;
-                cr_assert_eq(bn_sharp_dense_eigs(H + j * D * D, r, Z + j * r, ew[j], eg[j], op, ev, &cnt), BN_OK);
-                double rad = fmax(fabs(ev[0]), fabs(ev[cnt - 1]));
+                double rad;
+                lapack_eigs(H, r, j, Z + j * r, ew[j], eg[j], op, ev, &rad);
                 cr_expect_eq(cs[j], 1, "record %d op %d column %lld did not converge", rec, op, (long long)j);
                 cr_expect_leq(fabs(ls[j] - ev[0]), 1e-8 * rad, "record %d op %d col %lld: structured %.15g LAPACK %.15g",
                               rec, op, (long long)j, ls[j], ev[0]);
@@ -333,9 +343,8 @@ Test(sharpness_square, fp32_within_tolerance_of_lapack)
         int64_t it[S], cv[S];
         cr_assert_eq(bn_sharp_power(e32.sh, op, l, s, it, cv), BN_OK);
         for (int64_t j = 0; j < S; j++) {
-            int64_t cnt = 0;
-            cr_assert_eq(bn_sharp_dense_eigs(H + j * D * D, r, Z + j * r, ew[j], eg[j], op, ev, &cnt), BN_OK);
-            double rad = fmax(fabs(ev[0]), fabs(ev[cnt - 1]));
+            double rad;
+            lapack_eigs(H, r, j, Z + j * r, ew[j], eg[j], op, ev, &rad);
             cr_expect_leq(fabs(l[j] - ev[0]), 2e-4 * rad, "op %d col %lld: fp32 %.9g LAPACK %.9g", op, (long long)j,
                           l[j], ev[0]);
         }
@@ -375,9 +384,8 @@ Test(sharpness_square, count_and_certificate_match_lapack)
         for (int64_t j = 0; j < S; j++) {
             int proj = (op & BN_SOP_PROJECT) != 0, wt = (op & BN_SOP_WEIGHTED) != 0;
             double aw = wt ? sqrt(ew[j]) : 1, ag = wt ? sqrt(eg[j]) : 1;
-            int64_t cnt = 0;
-            cr_assert_eq(bn_sharp_dense_eigs(H + j * D * D, r, Z + j * r, ew[j], eg[j], op, ev, &cnt), BN_OK);
-            double rad = fmax(fabs(ev[0]), fabs(ev[cnt - 1]));
+            double rad;
+            int64_t cnt = lapack_eigs(H, r, j, Z + j * r, ew[j], eg[j], op, ev, &rad);
             bn_sqh_coef_f64 cf;
             bn_sqh_prepare_f64(r, b.p.n, b.lam, b.cy, Z + j * r, gam[j], &cf);
             bn_sqh_lowrank_f64 L;

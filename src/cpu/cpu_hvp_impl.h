@@ -113,7 +113,7 @@ static bn_status BN_SFX(cpu_copy_columns)(bn_backend *be, int64_t rows, int64_t 
     const REAL *s = (const REAL *)src;
     REAL *o = (REAL *)dst;
     BN_CPU_FOR(count > 1 && rows * count > 65536, static, k, count, {
-            const REAL *a = s + (sidx ? sidx[k] : k) * scs;
+        const REAL *a = s + (sidx ? sidx[k] : k) * scs;
         REAL *b = o + (didx ? didx[k] : k) * dcs;
         if (srs == 1 && drs == 1) {
             memcpy(b, a, (size_t)rows * sizeof(REAL));
