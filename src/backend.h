@@ -136,6 +136,11 @@ struct bn_backend {
 
 static inline size_t bn_real_size(bn_precision p) { return p == BN_FP32 ? sizeof(float) : sizeof(double); }
 
+/* backend_transfer.c: count float64 host values to/from a buffer of the
+ * backend's precision (converted through a staging copy for fp32). */
+bn_status bn_upload_f64(bn_backend *be, void *dst, const double *src, size_t count);
+bn_status bn_download_f64(bn_backend *be, double *dst, const void *src, size_t count);
+
 /* backend_registry.c: the one place that knows which backends were compiled in. */
 bn_status bn_backend_open(bn_backend_kind kind, bn_precision prec, int threads, int device,
                           bn_backend **out);

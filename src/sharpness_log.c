@@ -142,27 +142,6 @@ static bn_status rowspace_facts(const bn_run_config *c, const double *xc, int64_
     return st;
 }
 
-/* The reduced basis (issue 7).  Every operator of sharpness.h is block
- * diagonal: it acts on E = rowspace(Xc) ⊕ γ (through u = Xc·w) and vanishes on
- * null(Xc) × {0}; PROJECT keeps this when ŵ ∈ rowspace(Xc).  With an
- * orthonormal basis V_r (r×d) of the row space, the engine then runs on the
- * data Xr = Xc·V_rᵀ (n×r) and the state V_r·w, in r+1 dimensions instead of
- * d+1: the same nonzero eigenvalues (to rounding: the directions dropped by the
- * numerical rank have s_i ≤ max(n,d)·ε·s_1), plus d - r exact zeros.  Used for
- * the power method when r < d, every w0 lies in the row space (GD keeps it
- * there: its updates are Xcᵀq) and the SVD is cheap (≤ ~1e9 flops). */
-/* A float64 host array into a backend buffer of the backend's precision. */
-static bn_status upload_f64(bn_backend *be, void *dst, const double *src, size_t count)
-{
-    if (be->precision == BN_FP64) return be->ops->upload(be, dst, src, count * sizeof(double));
-    float *t = malloc(count * sizeof(float) + 1);
-    if (!t) return bn_fail(BN_ERR_NOMEM, "cannot allocate %zu bytes of staging memory", count * 4);
-    for (size_t i = 0; i < count; i++) t[i] = (float)src[i];
-    bn_status st = be->ops->upload(be, dst, t, count * sizeof(float));
-    free(t);
-    return st;
-}
-
 /* The square loss's data in the basis (issue 7), from xr = Xc·V_rᵀ (n×r
  * row-major): λ_k = ‖Xr[:,k]‖² (the singular values squared: V_r holds right
  * singular vectors, so the off-diagonal of XrᵀXr is rounding) and c_y = Xrᵀy.
@@ -186,12 +165,21 @@ static bn_status square_data(bn_sharp_log *lg, const double *xr, const double *y
     size_t rs = bn_real_size(be->precision);
     bn_status st = be->ops->alloc(be, (size_t)r * rs, &lg->sq_lam);
     if (st == BN_OK) st = be->ops->alloc(be, (size_t)r * rs, &lg->sq_cy);
-    if (st == BN_OK) st = upload_f64(be, lg->sq_lam, sl, (size_t)r);
-    if (st == BN_OK) st = upload_f64(be, lg->sq_cy, scy, (size_t)r);
+    if (st == BN_OK) st = bn_upload_f64(be, lg->sq_lam, sl, (size_t)r);
+    if (st == BN_OK) st = bn_upload_f64(be, lg->sq_cy, scy, (size_t)r);
     free(sl);
     return st;
 }
 
+/* The reduced basis (issue 7).  Every operator of sharpness.h is block
+ * diagonal: it acts on E = rowspace(Xc) ⊕ γ (through u = Xc·w) and vanishes on
+ * null(Xc) × {0}; PROJECT keeps this when ŵ ∈ rowspace(Xc).  With an
+ * orthonormal basis V_r (r×d) of the row space, the engine then runs on the
+ * data Xr = Xc·V_rᵀ (n×r) and the state V_r·w, in r+1 dimensions instead of
+ * d+1: the same nonzero eigenvalues (to rounding: the directions dropped by the
+ * numerical rank have s_i ≤ max(n,d)·ε·s_1), plus d - r exact zeros.  Used for
+ * the power method when r < d, every w0 lies in the row space (GD keeps it
+ * there: its updates are Xcᵀq) and the SVD is cheap (≤ ~1e9 flops). */
 static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, const double *y, int64_t n, int64_t d,
                                int64_t r, const double *basis)
 {
@@ -223,7 +211,7 @@ static bn_status reduced_setup(bn_sharp_log *lg, const double *xc, const double 
     const double *src[3] = {xrc, xrt, vrc};
     void *dst[3] = {lg->Xr, lg->XrT, lg->Vb};
     size_t cnt[3] = {nr, nr, dr};
-    for (int q = 0; q < 3 && st == BN_OK; q++) st = upload_f64(be, dst[q], src[q], cnt[q]);
+    for (int q = 0; q < 3 && st == BN_OK; q++) st = bn_upload_f64(be, dst[q], src[q], cnt[q]);
     free(cm);
     if (st == BN_OK) lg->r = r;
     return st;
@@ -371,16 +359,6 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static bn_status download_f64(bn_backend *be, double *dst, const void *src, size_t count)
-{
-    if (be->precision == BN_FP64) return be->ops->download(be, dst, src, count * sizeof(double));
-    float *t = malloc(count * sizeof(float) + 1);
-    if (!t) return bn_fail(BN_ERR_NOMEM, "cannot allocate %zu bytes of staging memory", count * 4);
-    bn_status st = be->ops->download(be, t, src, count * sizeof(float));
-    for (size_t i = 0; st == BN_OK && i < count; i++) dst[i] = (double)t[i];
-    free(t);
-    return st;
-}
 
 /* The exact method: dense Hessians in groups that fit BN_DENSE_BUDGET. */
 static bn_status record_exact(bn_sharp_log *lg, int64_t r, const void *W)
@@ -394,7 +372,7 @@ static bn_status record_exact(bn_sharp_log *lg, int64_t r, const void *W)
     double *ev = malloc((size_t)D * sizeof(double));
     bn_status st = (H && w && ev) ? BN_OK : bn_fail(BN_ERR_NOMEM, "exact sharpness: cannot allocate %lld dense Hessians",
                                                      (long long)G);
-    if (st == BN_OK) st = download_f64(lg->be, w, W, (size_t)(d * S));
+    if (st == BN_OK) st = bn_download_f64(lg->be, w, W, (size_t)(d * S));
     for (int64_t j0 = 0; st == BN_OK && j0 < S; j0 += G) {
         int64_t j1 = j0 + G < S ? j0 + G : S;
         st = bn_sharp_dense_hessian(lg->eng, j0, j1, H);

@@ -146,29 +146,6 @@ static void fill_per(double *dst, const double *per, double scalar, int64_t S)
     for (int64_t j = 0; j < S; j++) dst[j] = per ? per[j] : scalar;
 }
 
-/* Converts a float64 host array to the backend precision and uploads it. */
-static bn_status upload_real(bn_backend *be, void *dst, const double *src, size_t count)
-{
-    if (be->precision == BN_FP64) return be->ops->upload(be, dst, src, count * sizeof(double));
-    float *tmp = malloc(count * sizeof(float) + 1);
-    if (!tmp) return bn_fail(BN_ERR_NOMEM, "cannot allocate %zu bytes of staging memory", count * 4);
-    for (size_t i = 0; i < count; i++) tmp[i] = (float)src[i];
-    bn_status st = be->ops->upload(be, dst, tmp, count * sizeof(float));
-    free(tmp);
-    return st;
-}
-
-static bn_status download_real(bn_backend *be, double *dst, const void *src, size_t count)
-{
-    if (be->precision == BN_FP64) return be->ops->download(be, dst, src, count * sizeof(double));
-    float *tmp = malloc(count * sizeof(float) + 1);
-    if (!tmp) return bn_fail(BN_ERR_NOMEM, "cannot allocate %zu bytes of staging memory", count * 4);
-    bn_status st = be->ops->download(be, tmp, src, count * sizeof(float));
-    for (size_t i = 0; st == BN_OK && i < count; i++) dst[i] = (double)tmp[i];
-    free(tmp);
-    return st;
-}
-
 static bn_status dev_alloc(bn_backend *be, size_t count, size_t elem, void **p)
 {
     size_t bytes = bn_mul_size(count ? count : 1, elem);
@@ -335,21 +312,21 @@ static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
         to_rowspace(sim, sim->w0, S, z0);
     }
     double *xc_cm = to_col_major(xr ? xr : xc, n, d);
-    bn_status st = xc_cm ? upload_real(be, sim->dXc, xc_cm, (size_t)n * (size_t)d)
+    bn_status st = xc_cm ? bn_upload_f64(be, sim->dXc, xc_cm, (size_t)n * (size_t)d)
                          : bn_fail(BN_ERR_NOMEM, "cannot allocate staging memory for the upload");
     free(xc_cm);
     /* w0 is S×d row-major, which is already W's d×S column-major layout. */
-    if (!st) st = upload_real(be, sim->dW, z0 ? z0 : sim->w0, (size_t)d * (size_t)S);
-    if (!st) st = upload_real(be, sim->dehat, er ? er : ehat, (size_t)d);
+    if (!st) st = bn_upload_f64(be, sim->dW, z0 ? z0 : sim->w0, (size_t)d * (size_t)S);
+    if (!st) st = bn_upload_f64(be, sim->dehat, er ? er : ehat, (size_t)d);
     free(er), free(z0);
     free(sim->xr_host);
     sim->xr_host = xr;
     BN_TRY(st);
-    BN_TRY(upload_real(be, sim->dy, y, (size_t)n));
-    BN_TRY(upload_real(be, sim->duhat, uhat, (size_t)n));
-    BN_TRY(upload_real(be, sim->deta_w, sim->eta_w, (size_t)S));
-    BN_TRY(upload_real(be, sim->deta_g, sim->eta_gamma, (size_t)S));
-    BN_TRY(upload_real(be, sim->dgamma, sim->gamma0, (size_t)S));
+    BN_TRY(bn_upload_f64(be, sim->dy, y, (size_t)n));
+    BN_TRY(bn_upload_f64(be, sim->duhat, uhat, (size_t)n));
+    BN_TRY(bn_upload_f64(be, sim->deta_w, sim->eta_w, (size_t)S));
+    BN_TRY(bn_upload_f64(be, sim->deta_g, sim->eta_gamma, (size_t)S));
+    BN_TRY(bn_upload_f64(be, sim->dgamma, sim->gamma0, (size_t)S));
     for (int64_t j = 0; j < S; j++) sim->diverged[j] = -1;
     return be->ops->upload(be, sim->ddiv, sim->diverged, (size_t)S * sizeof(int64_t));
 }
@@ -551,14 +528,14 @@ static bn_status download_final(bn_sim *sim)
         size_t zn = (size_t)sim->S * (size_t)sim->dd;
         double *z = malloc(zn * sizeof(double) + 1);
         if (!z) return bn_fail(BN_ERR_NOMEM, "cannot allocate the final state");
-        bn_status st = download_real(be, z, sim->dW, zn);
+        bn_status st = bn_download_f64(be, z, sim->dW, zn);
         if (!st) from_rowspace(sim, z, sim->S, sim->w_final);
         free(z);
         BN_TRY(st);
     } else {
-        BN_TRY(download_real(be, sim->w_final, sim->dW, (size_t)sim->S * (size_t)sim->d));
+        BN_TRY(bn_download_f64(be, sim->w_final, sim->dW, (size_t)sim->S * (size_t)sim->d));
     }
-    BN_TRY(download_real(be, sim->gamma_final, sim->dgamma, (size_t)sim->S));
+    BN_TRY(bn_download_f64(be, sim->gamma_final, sim->dgamma, (size_t)sim->S));
     BN_TRY(be->ops->download(be, sim->diverged, sim->ddiv, (size_t)sim->S * sizeof(int64_t)));
     BN_TRY(be->ops->synchronize(be));
     sim->wall = sim->wall_before + now_seconds() - sim->t_start;
