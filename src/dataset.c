@@ -23,6 +23,36 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t len)
     return h;
 }
 
+/* Column sums accumulated exactly as bn_dataset_centered does. */
+static void column_means(const double *X, int64_t n, int64_t d, double *mean)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < d; j++) mean[j] += X[i * d + j];
+    for (int64_t j = 0; j < d; j++) mean[j] /= (double)n;
+}
+
+/* Finite entries can still overflow when centered (a column sum, or x - mean
+ * for values near ±1.8e308).  Everything downstream -- LAPACK's least squares
+ * and SVD included -- takes the centered data, and LAPACK given an infinity
+ * misbehaves (xerbla messages, garbage), so such data is refused here, once,
+ * with the arithmetic bn_dataset_centered will use. */
+static bn_status check_centering(const double *X, int64_t n, int64_t d)
+{
+    double *mean = calloc((size_t)d, sizeof *mean);
+    if (!mean) return bn_fail(BN_ERR_NOMEM, "cannot allocate the column means");
+    column_means(X, n, d, mean);
+    bn_status st = BN_OK;
+    for (int64_t i = 0; i < n && st == BN_OK; i++)
+        for (int64_t j = 0; j < d; j++) {
+            if (isfinite(mean[j]) && isfinite(X[i * d + j] - mean[j])) continue;
+            st = bn_fail(BN_ERR_DATA, "X column %lld overflows float64 when centered (value %g at row %lld); "
+                         "rescale the data", (long long)j, X[i * d + j], (long long)i);
+            break;
+        }
+    free(mean);
+    return st;
+}
+
 bn_status bn_dataset_create(const double *X, const double *y, int64_t n, int64_t d,
                             const char *name, bn_dataset **out)
 {
@@ -39,6 +69,7 @@ bn_status bn_dataset_create(const double *X, const double *y, int64_t n, int64_t
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(y[i]))
             return bn_fail(BN_ERR_DATA, "y has a non-finite value (%g) at row %lld", y[i], (long long)i);
+    BN_TRY(check_centering(X, n, d));
     bn_dataset *ds = calloc(1, sizeof *ds);
     if (!ds) return bn_fail(BN_ERR_NOMEM, "cannot allocate the data set");
     ds->X = malloc(nx * sizeof(double));
@@ -84,9 +115,7 @@ bn_status bn_dataset_centered(const bn_dataset *ds, double **xc_out)
         free(mean);
         return bn_fail(BN_ERR_NOMEM, "cannot allocate the centered data");
     }
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < d; j++) mean[j] += ds->X[i * d + j];
-    for (int64_t j = 0; j < d; j++) mean[j] /= (double)n;
+    column_means(ds->X, n, d, mean);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < d; j++) xc[i * d + j] = ds->X[i * d + j] - mean[j];
     free(mean);

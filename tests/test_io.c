@@ -784,6 +784,30 @@ Test(io_csv, nan_rejected_by_dataset)
     EXPECT_FAIL(bn_dataset_load_csv(P("inf.csv"), &ds), BN_ERR_DATA, "y has a non-finite");
 }
 
+/* Finite values whose centering overflows (a column sum past DBL_MAX, or
+ * x - mean past it) are refused at load, before LAPACK sees an infinity;
+ * just below the limit is accepted and centers to finite values. */
+Test(io_dataset, centering_overflow_rejected)
+{
+    bn_dataset *ds = NULL;
+    double y3[3] = {1, 2, 3}, y4[4] = {1, 2, 3, 4};
+    double sum_over[4] = {1.7e308, 1.7e308, 1.7e308, 1.0};      /* sum = inf, x - x̄ finite */
+    double diff_over[3] = {-1.7e308, 1.7e308, -1.7e308};        /* x̄ = -5.7e307, 1.7e308 - x̄ = inf */
+    double ok[3] = {0.8e308, 0.8e308, -0.8e308};
+    EXPECT_FAIL(bn_dataset_create(sum_over, y4, 4, 1, "t", &ds), BN_ERR_DATA, "overflows float64 when centered");
+    cr_expect_null(ds);
+    EXPECT_FAIL(bn_dataset_create(diff_over, y3, 3, 1, "t", &ds), BN_ERR_DATA, "at row 1");
+    double X2[6] = {1, 1.7e308, 2, 1.7e308, 3, -1.7e308};       /* column 1 of 2 */
+    EXPECT_FAIL(bn_dataset_create(X2, y3, 3, 2, "t", &ds), BN_ERR_DATA, "X column 1");
+    cr_assert_eq(bn_dataset_create(ok, y3, 3, 1, "t", &ds), BN_OK, "%s", bn_last_error());
+    double *xc = NULL;
+    cr_assert_eq(bn_dataset_centered(ds, &xc), BN_OK);
+    double mean = (0.8e308 + 0.8e308 - 0.8e308) / 3; /* naive formula: same order of sums */
+    for (int i = 0; i < 3; i++) cr_expect_eq(xc[i], ok[i] - mean, "xc[%d] = %g", i, xc[i]);
+    free(xc);
+    bn_dataset_free(ds);
+}
+
 /* ============================================================ npy loaders */
 
 Test(io_load, x_and_y_from_npy)
