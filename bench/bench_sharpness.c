@@ -15,7 +15,7 @@
  * shared machine.
  *
  *   build/bench_sharpness --runs [--threads N] [--reps R] [--steps T] [--tol X] [--fp32]
- *                         [--exact-cols N (32)] [--only-s256]
+ *                         [--exact-cols N (32)] [--only-s256] [--default-only: that variant alone]
  *
  * Whole runs (issue 7), on the bench table's paper case (hilbert:n=64,d=256,
  * noise=0.01,seed=1, square loss, η_w 0.9, η_γ 0.05, γ0 0.1, w0 projected on
@@ -283,6 +283,7 @@ static bn_sim *run_once(const bn_dataset *ds, const bn_run_config *c, double *se
 
 static int64_t g_exact_cols = 32;
 static int g_only256 = 0;
+static int g_first_var = 0; /* --default-only: NVAR - 1, the default engine alone */
 
 static const char *const op_names[3] = {"sharpness", "sharpness_weighted", "sharpness_sphere"};
 
@@ -311,7 +312,7 @@ static void runs_case(const bn_dataset *ds, int64_t S, int64_t T, int reps, bn_p
         double a;
         bn_sim_free(run_once(ds, &c0, &a));
         if (r >= 0) t0s[r] = a;
-        for (int v = 0; v < nvar; v++) {
+        for (int v = g_first_var; v < nvar; v++) {
             variant_env(&g_variants[v]);
             bn_sim *s1 = run_once(ds, &c1, &a);
             if (r < 0) keep[v] = s1; /* the warm-up runs: their records */
@@ -327,7 +328,7 @@ static void runs_case(const bn_dataset *ds, int64_t S, int64_t T, int reps, bn_p
            (long long)T, 1e3 * med0, 1e3 * mn0);
     double sec;
     bn_sim *ex = run_once(ds, &ce, &sec);
-    for (int v = 0; v < nvar; v++) {
+    for (int v = g_first_var; v < nvar; v++) {
         double mn1, med1 = median_of(t1s[v], reps, &mn1);
         bn_sim_array it, stp;
         CHECK(bn_sim_sharpness_find(keep[v], "sharpness_iters", &it), "iters");
@@ -409,9 +410,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--tol") && i + 1 < argc) tol = atof(argv[++i]);
         else if (!strcmp(argv[i], "--exact-cols") && i + 1 < argc) g_exact_cols = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--only-s256")) g_only256 = 1;
+        else if (!strcmp(argv[i], "--default-only")) g_first_var = NVAR - 1;
         else {
             fprintf(stderr, "usage: bench_sharpness [--threads N] [--quick] [--fp32] | --runs [--reps R] [--steps T] "
-                            "[--tol X] [--exact-cols N] [--only-s256]\n");
+                            "[--tol X] [--exact-cols N] [--only-s256] [--default-only]\n");
             return 2;
         }
     }

@@ -28,6 +28,8 @@
 
 #include "bn_hvp_math.h"
 
+#include <stddef.h>
+
 /* Per-column results of bn_sqh_power_column, as a backend's power_square op
  * stores them: io[field * S + column], backend precision. */
 enum {
@@ -63,6 +65,25 @@ BN_HD BN_COLUMN_INLINE static inline int bn_sqh_neg3(const double *m)
             last = c[t];
         }
     return changes;
+}
+
+/* m, or 1e-300 for m = 0 (a pole hit exactly), without a branch: with
+ * bn_sqh_above, what lets the certificate's per-entry loops vectorize (they
+ * ran scalar, at 3× a product's cost).  m + 1e-300 differs from m only for
+ * |m| < 1e-284. */
+BN_HD BN_COLUMN_INLINE static inline double bn_sqh_nonzero(double m) { return m + (double)(m == 0) * 1e-300; }
+
+/* 1 when m > 0, else 0 (NaN: 0).  On the host through isgreater, a quiet
+ * comparison that gcc if-converts in the per-entry loops (m > 0 may trap on
+ * NaN, which kept them scalar); nvcc's isgreater is host-only, and there a
+ * plain comparison is the same value. */
+BN_HD BN_COLUMN_INLINE static inline double bn_sqh_above(double m)
+{
+#ifdef __CUDACC__
+    return m > 0 ? 1.0 : 0.0;
+#else
+    return (double)isgreater(m, 0.0);
+#endif
 }
 
 /* x = m⁻¹b for a 3×3 (adjugate over determinant). */

@@ -248,30 +248,43 @@ BN_HD BN_COLUMN_INLINE static inline int64_t BN_SFX(bn_sqh_sums)(const BN_SFX(bn
                                                const REAL *cy, const REAL *z, double theta, double *G, double *gq,
                                                const REAL *b, double *hb)
 {
-    double s8[6][BN_LANES] = {{0}}, c8[BN_LANES] = {0};
+    /* Branch-free (bn_sqh_above, bn_sqh_nonzero) and one named array per
+     * sum, so that the loop vectorizes and its lanes can stay in registers. */
+    double g0[BN_LANES] = {0}, g1[BN_LANES] = {0}, g2[BN_LANES] = {0}, c8[BN_LANES] = {0};
     const double xv = L->xv;
-    BN_LANE_LOOP(r, {
-        double li = (double)lam[i], zi = (double)z[i];
-        double m = xv * li - theta;
-        c8[k] += m > 0 ? 1.0 : 0.0;
-        double im = 1 / (m != 0 ? m : 1e-300);
-        double f1 = li * zi * im, f2 = (double)cy[i] * im;
-        s8[0][k] += li * zi * f1;
-        s8[1][k] += (double)cy[i] * f1;
-        s8[2][k] += (double)cy[i] * f2;
-        s8[3][k] += zi * f1;
-        s8[4][k] += zi * f2;
-        s8[5][k] += zi * zi * im;
-    });
-    for (int a = 0; a < 3; a++) G[a] = bn_lane_total_f64(s8[a]);
-    if (gq)
-        for (int a = 0; a < 3; a++) gq[a] = bn_lane_total_f64(s8[3 + a]);
+#define BN_SQH_SUMS_G                                                                                   \
+    double li = (double)lam[i], zi = (double)z[i], ci = (double)cy[i];                                  \
+    double m = xv * li - theta;                                                                         \
+    c8[k] += bn_sqh_above(m);                                                                           \
+    double im = 1 / bn_sqh_nonzero(m);                                                                  \
+    double f1 = li * zi * im, f2 = ci * im;                                                             \
+    g0[k] += li * zi * f1;                                                                              \
+    g1[k] += ci * f1;                                                                                   \
+    g2[k] += ci * f2;
+    if (gq) {
+        double q0[BN_LANES] = {0}, q1[BN_LANES] = {0}, q2[BN_LANES] = {0};
+        BN_LANE_LOOP(r, {
+            BN_SQH_SUMS_G
+            q0[k] += zi * f1;
+            q1[k] += zi * f2;
+            q2[k] += zi * zi * im;
+        });
+        gq[0] = bn_lane_total_f64(q0);
+        gq[1] = bn_lane_total_f64(q1);
+        gq[2] = bn_lane_total_f64(q2);
+    } else {
+        BN_LANE_LOOP(r, { BN_SQH_SUMS_G });
+    }
+#undef BN_SQH_SUMS_G
+    G[0] = bn_lane_total_f64(g0);
+    G[1] = bn_lane_total_f64(g1);
+    G[2] = bn_lane_total_f64(g2);
     if (b) {
         double h8[3][BN_LANES] = {{0}};
         BN_LANE_LOOP(r, {
             double li = (double)lam[i], zi = (double)z[i];
             double m = xv * li - theta;
-            double bi = (double)b[i] / (m != 0 ? m : 1e-300);
+            double bi = (double)b[i] / bn_sqh_nonzero(m);
             h8[0][k] += li * zi * bi;
             h8[1][k] += (double)cy[i] * bi;
             h8[2][k] += zi * bi;
@@ -314,7 +327,7 @@ BN_HD BN_COLUMN_INLINE static inline double BN_SFX(bn_sqh_woodbury)(const BN_SFX
 BN_HD BN_COLUMN_INLINE static inline int64_t BN_SFX(bn_sqh_count_above)(const BN_SFX(bn_sqh_lowrank) *L, int64_t r, const REAL *lam,
                                                       const REAL *cy, const REAL *z, int project, double theta)
 {
-    double G[3], gq[3], T[9];
+    double G[3], gq[3] = {0, 0, 0}, T[9];
     int64_t c = BN_SFX(bn_sqh_sums)(L, r, lam, cy, z, theta, G, project ? gq : NULL, NULL, NULL);
     BN_SFX(bn_sqh_tmat)(L, G, theta, T);
     c += bn_sqh_neg3(T) - L->kneg;

@@ -69,7 +69,7 @@ struct bn_sim {
     /* host side of the record flow */
     void *staging;               /* one block: half the ring, backend precision */
     double *row;                 /* F_COUNT×S: an observed step that is no record */
-    double prof[3];              /* BN_SIM_PROFILE: wait+download, records, transpose (s) */
+    double prof[4];              /* BN_SIM_PROFILE: wait+download, records, transpose, sharpness (s) */
 };
 
 int bn_sim_n_fields(void) { return F_COUNT; }
@@ -572,6 +572,15 @@ static int ckpt_due(const bn_sim *sim, int64_t t)
     return sim->ckpt_hook && sim->ckpt_every > 0 && t <= sim->cfg.steps && t % sim->ckpt_every == 0;
 }
 
+/* The sharpness records due at step t (timed for BN_SIM_PROFILE). */
+static bn_status sharpness_at(bn_sim *sim, int64_t t)
+{
+    double c0 = now_seconds();
+    bn_status st = bn_sharp_log_at(sim->sharp, t, sim->dW, sim->dgamma);
+    sim->prof[3] += now_seconds() - c0;
+    return st;
+}
+
 /* Blocks of steps with the records flowing back between them.  Blocks write
  * their records into alternate halves of the ring.  On a GPU the next block
  * is launched before the host has the previous one's records: they are copied
@@ -614,7 +623,7 @@ static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
     sim->t_start = now_seconds();
     int64_t t0 = sim->start_step, slot0 = -1, t1;
     if (t0 > T) return download_final(sim);
-    if (sim->sharp) BN_TRY(bn_sharp_log_at(sim->sharp, t0, sim->dW, sim->dgamma));
+    if (sim->sharp) BN_TRY(sharpness_at(sim, t0));
     t1 = plan_block(sim, t0, K, max_steps, &slot0);
     LAUNCH(t0, t1, slot0, half);
     int stop_pending = 0;
@@ -651,7 +660,7 @@ static bn_status run_blocks(bn_sim *sim, bn_progress_fn progress, void *user,
         if (!ahead) {
             sim->start_step = t1;
             if (ckpt_due(sim, t1)) BN_TRY(sim->ckpt_hook(sim->ckpt_user, sim, t1, 0));
-            if (sim->sharp) BN_TRY(bn_sharp_log_at(sim->sharp, t1, sim->dW, sim->dgamma));
+            if (sim->sharp) BN_TRY(sharpness_at(sim, t1));
             n1 = plan_block(sim, n0, K, max_steps, &nslot0);
             LAUNCH(n0, n1, nslot0, 1 - half);
         }
@@ -723,8 +732,8 @@ bn_status bn_sim_run_observed(bn_sim *sim, bn_progress_fn progress, void *user,
     sim->prof[2] += now_seconds() - c0;
     if (getenv("BN_SIM_PROFILE"))
         fprintf(stderr, "bn_sim profile: %lld trajectories (coordinates %lld of %lld), run %.3f s: waiting for blocks + record downloads "
-                        "%.3f s, records and observer %.3f s, final transposition %.3f s\n",
-                (long long)sim->S, (long long)sim->dd, (long long)sim->d, sim->wall, sim->prof[0], sim->prof[1], sim->prof[2]);
+                        "%.3f s, records and observer %.3f s, final transposition %.3f s, sharpness %.3f s\n",
+                (long long)sim->S, (long long)sim->dd, (long long)sim->d, sim->wall, sim->prof[0], sim->prof[1], sim->prof[2], sim->prof[3]);
     return st;
 }
 
