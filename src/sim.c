@@ -39,7 +39,6 @@ struct bn_sim {
      * rows) in basis; without them dd = d and basis = NULL. */
     int64_t dd;
     double *basis;
-    double *xr_host; /* Xc·Vᵀ (n×dd row-major), kept from the upload for the sharpness log */
     bn_backend *be;
     double *eta_w, *eta_gamma, *gamma0; /* S each (host, float64) */
     double *w0;                         /* S×d row-major          */
@@ -267,9 +266,12 @@ static bn_status choose_coordinates(bn_sim *sim, const bn_la_rowspace *rs, const
     return BN_OK;
 }
 
+/* *xr_out: the host Xc·Vᵀ (n×dd row-major) in row-space coordinates, which
+ * the sharpness log reuses (the caller frees it), else NULL. */
 static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
-                                const double *uhat, const double *ehat)
+                                const double *uhat, const double *ehat, double **xr_out)
 {
+    *xr_out = NULL;
     bn_backend *be = sim->be;
     int64_t n = sim->n, d = sim->dd, S = sim->S;
     size_t rs = bn_real_size(be->precision);
@@ -319,8 +321,7 @@ static bn_status upload_problem(bn_sim *sim, const double *xc, const double *y,
     if (!st) st = bn_upload_f64(be, sim->dW, z0 ? z0 : sim->w0, (size_t)d * (size_t)S);
     if (!st) st = bn_upload_f64(be, sim->dehat, er ? er : ehat, (size_t)d);
     free(er), free(z0);
-    free(sim->xr_host);
-    sim->xr_host = xr;
+    *xr_out = xr;
     BN_TRY(st);
     BN_TRY(bn_upload_f64(be, sim->dy, y, (size_t)n));
     BN_TRY(bn_upload_f64(be, sim->duhat, uhat, (size_t)n));
@@ -388,7 +389,7 @@ bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim *
     sim->S = cfg->seeds;
     sim->R = bn_record_count(cfg->steps, cfg->every);
 
-    double *xc = NULL, *ehat = NULL, *uhat = NULL;
+    double *xc = NULL, *ehat = NULL, *uhat = NULL, *xr = NULL;
     bn_status st = alloc_host(sim);
     if (st == BN_OK) st = bn_dataset_centered(ds, &xc);
     if (st == BN_OK) {
@@ -413,19 +414,18 @@ bn_status bn_sim_create(const bn_dataset *ds, const bn_run_config *cfg, bn_sim *
     bn_la_rowspace_free(rs);
     if (st == BN_OK) st = bn_backend_open(cfg->backend, cfg->precision, cfg->threads, cfg->device, &sim->be);
     if (st == BN_OK) st = check_memory(sim);
-    if (st == BN_OK) st = upload_problem(sim, xc, bn_dataset_y(ds), uhat, ehat);
+    if (st == BN_OK) st = upload_problem(sim, xc, bn_dataset_y(ds), uhat, ehat, &xr);
     if (st == BN_OK && cfg->sharpness_every > 0)
     {
         bn_sharp_log_host host = {.xc = xc, .y = bn_dataset_y(ds), .w0 = sim->w0, .rank_hint = sim->ref_info.rank,
-                                  .basis = sim->basis, .basis_rank = sim->basis ? sim->dd : 0, .xr = sim->xr_host};
+                                  .basis = sim->basis, .basis_rank = sim->basis ? sim->dd : 0, .xr = xr};
         st = bn_sharp_log_create(sim->be, cfg, n, d, sim->dXc, sim->dy, sim->eta_w, sim->eta_gamma, &host,
                                  &sim->sharp);
     }
     free(xc);
     free(ehat);
     free(uhat);
-    free(sim->xr_host);
-    sim->xr_host = NULL;
+    free(xr);
     if (st != BN_OK) {
         /* Keep the message of the first failure: freeing never fails. */
         bn_sim_free(sim);
@@ -755,7 +755,6 @@ void bn_sim_free(bn_sim *sim)
     for (int f = 0; f < F_COUNT; f++) free(sim->rec[f]);
     free(sim->restored_rec);
     free(sim->basis);
-    free(sim->xr_host);
     free(sim->eta_w);
     free(sim->eta_gamma);
     free(sim->gamma0);
