@@ -41,16 +41,13 @@ static bn_status check_centering(const double *X, int64_t n, int64_t d)
     double *mean = calloc((size_t)d, sizeof *mean);
     if (!mean) return bn_fail(BN_ERR_NOMEM, "cannot allocate the column means");
     column_means(X, n, d, mean);
-    bn_status st = BN_OK;
-    for (int64_t i = 0; i < n && st == BN_OK; i++)
-        for (int64_t j = 0; j < d; j++) {
-            if (isfinite(mean[j]) && isfinite(X[i * d + j] - mean[j])) continue;
-            st = bn_fail(BN_ERR_DATA, "X column %lld overflows float64 when centered (value %g at row %lld); "
-                         "rescale the data", (long long)j, X[i * d + j], (long long)i);
-            break;
-        }
+    int64_t bad = -1; /* the first entry, row-major, that centers to a non-finite value */
+    for (int64_t t = 0; t < n * d && bad < 0; t++)
+        if (!isfinite(X[t] - mean[t % d])) bad = t;
     free(mean);
-    return st;
+    if (bad < 0) return BN_OK;
+    return bn_fail(BN_ERR_DATA, "X column %lld overflows float64 when centered (value %g at row %lld); rescale the data",
+                   (long long)(bad % d), X[bad], (long long)(bad / d));
 }
 
 bn_status bn_dataset_create(const double *X, const double *y, int64_t n, int64_t d,

@@ -359,7 +359,6 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-
 /* The exact method: dense Hessians in groups that fit BN_DENSE_BUDGET. */
 static bn_status record_exact(bn_sharp_log *lg, int64_t r, const void *W)
 {
