@@ -226,6 +226,8 @@ typedef struct {
     int64_t structured;       /* power iterations on the structured Hessian     */
     int64_t corrected;        /* of those, where the count found a larger
                                  eigenvalue (then found by bisection)           */
+    int64_t bisected;         /* of those, not converged after 8 products and
+                                 finished by bisection on the count             */
 } bn_sharpness_info;
 
 /* Zeros when sharpness is off. */

@@ -381,7 +381,11 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_solve)(const BN_SFX(bn_s
 /* The certificate of one converged (or stopped) iteration with value *lam:
  * no eigenvalue above *lam + slack → 0.  Else λ_max by bisection on the count
  * to tol·max(|λ|, 8ε·bound) (*evals counts the counts), v ← its eigenvector by
- * two steps of inverse iteration (normalized; in range(Π) when project), and 1. */
+ * two steps of inverse iteration (normalized; in range(Π) when project), and 1.
+ * The bracket's top grows from just above lo (×8 per count, each count above
+ * 0 also raising lo) rather than starting at bound: the iteration's value is
+ * usually close, and bound can be several λ_max away (issue 7: from bound, a
+ * capped column's bisection took ~20 counts). */
 BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_certify)(const BN_SFX(bn_sqh_lowrank) *Lp, int64_t r,
                                                                 const REAL *lam, const REAL *cy, const REAL *z,
                                                                 int project, double tol, double slack,
@@ -391,9 +395,17 @@ BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_certify)(const BN_SFX(bn_
     double lo = *lam_io + slack;
     *evals += 1;
     if (!isfinite(lo) || BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, lo) <= 0) return 0;
-    double hi = L.bound;
-    if (!(hi > lo)) return 0;
+    if (!(L.bound > lo)) return 0;
     const double eps = sizeof(REAL) == sizeof(float) ? 6e-8 : 1.2e-16;
+    double grow = fmax(64 * tol * fabs(lo), fmax(2 * slack, 8 * eps * L.bound)), hi = lo + grow;
+    while (hi < L.bound && *evals < 400) {
+        *evals += 1;
+        if (BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, hi) <= 0) break;
+        lo = hi;
+        grow *= 8;
+        hi = lo + grow;
+    }
+    if (!(hi < L.bound)) hi = L.bound;
     while (hi - lo > tol * fmax(fabs(lo), 8 * eps * L.bound) && *evals < 400) {
         double mid = 0.5 * (lo + hi);
         *evals += 1;
@@ -441,14 +453,21 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
     REAL nv = 1;
     int conv = 0, act = BN_PW_GO, certified = 0;
     int64_t counts = 0;
-    for (int64_t it = 0; it < maxiter && act != BN_PW_DONE; it++) {
+    /* With the count at hand, a column that has not converged after
+     * BN_SQH_POWER_CAP products is finished by bisection (in the certificate
+     * below): slow columns (ratio (λ_2 - σ)/(λ_max - σ) near 1, or shifted)
+     * took up to the iteration limit, 100-1000 products, a third of all
+     * products on the paper case (issue 7). */
+    int count_stops = countable && tol >= BN_SQH_COUNT_TOL_MIN;
+    int64_t cap = count_stops && maxiter > BN_SQH_POWER_CAP ? BN_SQH_POWER_CAP : maxiter;
+    for (int64_t it = 0; it < cap && act != BN_PW_DONE; it++) {
         REAL mu = BN_SFX(bn_sqh_power_step)(r, &cf, lam, cy, z, aw, ag, project, (REAL)sigma, v, vg, &nv);
         act = bn_power_control(&pc, (double)mu, (double)nv, &sigma, tol, &lam_out, &conv);
         if (act == BN_PW_RESTART) {
             for (int64_t i = 0; i < r; i++) v[i] = vs[i];
             *vg = *vgs;
             nv = 1;
-        } else if (act == BN_PW_GO && countable && it < 2) {
+        } else if (act == BN_PW_GO && count_stops && it < 2) {
             /* From a warm start the Rayleigh quotient is often already within
              * tol: every μ is a lower bound of λ_max, so no eigenvalue above
              * best·(1 + tol) proves it (relative to λ itself, tighter than the
@@ -464,15 +483,18 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
             }
         }
     }
+    int capped = act != BN_PW_DONE && cap < maxiter;
     if (act != BN_PW_DONE) lam_out = pc.best; /* the best lower bound found */
     int fixed = 0;
     int64_t its = pc.it + counts;
     if (!certified && countable && isfinite(lam_out)) {
         /* Slack: the stopping rule's own scale (sharpness.h), so that only a
-         * miss, or an unconverged column, costs a bisection. */
-        double slack = 64 * tol * fmax(fabs(lam_out), fabs(lam_out - sigma));
+         * miss costs a bisection; a capped column's value is only a lower
+         * bound, so there the certificate asks for tol relative to λ. */
+        double slack = capped ? fmax(tol * fabs(lam_out), 8 * 1.2e-16 * L.bound) : 64 * tol * fmax(fabs(lam_out), fabs(lam_out - sigma));
         fixed = BN_SFX(bn_sqh_certify)(&L, r, lam, cy, z, project, tol, slack, &lam_out, &its, v, vg);
-        if (fixed) conv = 1;
+        if (fixed || capped) conv = 1;
+        if (fixed && capped) fixed = 2;
     }
     io[BN_SQ_SIGMA * S] = (REAL)sigma;
     io[BN_SQ_LAM * S] = (REAL)lam_out;

@@ -46,7 +46,8 @@ struct bn_sharp {
      * on the backend at O(d) per product; sqio: BN_SQ_COUNT×S. */
     int square;
     void *sqio;
-    int64_t last_fixed; /* columns the certificate corrected in the last power call */
+    int64_t last_fixed;    /* columns the certificate corrected in the last power call */
+    int64_t last_bisected; /* columns capped and finished by bisection in it */
     /* Compaction of the power iteration (issue 7): two batches of the columns
      * still iterating, and two device index buffers (S int64 each). */
     pw_set cset[2];
@@ -250,6 +251,8 @@ static bn_status hvp_state(bn_sharp *sh)
 int bn_sharp_is_square(const bn_sharp *sh) { return sh->square; }
 
 int64_t bn_sharp_last_corrected(const bn_sharp *sh) { return sh->square ? sh->last_fixed : 0; }
+
+int64_t bn_sharp_last_bisected(const bn_sharp *sh) { return sh->square ? sh->last_bisected : 0; }
 
 /* X = Xcᵀ·Q (m columns): through the explicit transpose when the setup has
  * one (a backend may cache the transpose of one matrix only, which the run's
@@ -480,13 +483,14 @@ static bn_status power_square(bn_sharp *sh, int op, double *lam, double *shift, 
                                  su->maxiter, sh->sqio));
     sh->vinit[op] = 1;
     BN_TRY(down(sh, io, sh->sqio, (size_t)BN_SQ_COUNT * (size_t)S));
-    sh->last_fixed = 0;
+    sh->last_fixed = sh->last_bisected = 0;
     for (int64_t j = 0; j < S; j++) {
         sh->sigma[op][j] = shift[j] = io[BN_SQ_SIGMA * S + j];
         lam[j] = io[BN_SQ_LAM * S + j];
         iters[j] = (int64_t)io[BN_SQ_ITERS * S + j];
         conv[j] = io[BN_SQ_CONV * S + j] != 0;
-        sh->last_fixed += io[BN_SQ_FIXED * S + j] != 0;
+        sh->last_fixed += io[BN_SQ_FIXED * S + j] == 1;
+        sh->last_bisected += io[BN_SQ_FIXED * S + j] == 2;
     }
     return BN_OK;
 }

@@ -70,7 +70,14 @@
  * diagonal-plus-rank-3 form, O(d) per product and no matrix products; the
  * same start, shift and stopping rule (bn_power_control), plus an exact
  * eigenvalue count that certifies each value and, where it finds a larger
- * eigenvalue, bisection on the count (bn_sqh_math.h).  The other operations
+ * eigenvalue, bisection on the count (bn_sqh_math.h).  With tol ≥ 1e-7 (the
+ * count's resolution, BN_SQH_COUNT_TOL_MIN) the count also stops a column:
+ * a warm start already within tol after one or two products, and a column
+ * not converged after BN_SQH_POWER_CAP = 8 products, which bisection on the
+ * count finishes to tol relative to λ (issue 7: slow columns had taken up to
+ * the iteration limit; on the paper case, products and counts per
+ * trajectory and record 12.5 → 10.3, the slowest column of a batch 2012 →
+ * 101).  The other operations
  * (bn_sharp_apply, Lanczos, the dense Hessian) keep the general HVPs.
  *
  * Precision: tol is raised to 4·ε·√(d+1) of the backend precision
@@ -146,6 +153,9 @@ bn_status bn_sharp_power_warm_from(bn_sharp *sh, int dst, int src);
  * (bn_sqh_math_impl.h's certificate; 0 on the general path). */
 int bn_sharp_is_square(const bn_sharp *sh);
 int64_t bn_sharp_last_corrected(const bn_sharp *sh);
+/* How many columns of its last call hit BN_SQH_POWER_CAP products and were
+ * finished by bisection on the count (0 on the general path). */
+int64_t bn_sharp_last_bisected(const bn_sharp *sh);
 
 /* How many times bn_sharp_power compacted its batch so far (tests). */
 int64_t bn_sharp_compactions(const bn_sharp *sh);

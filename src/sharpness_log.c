@@ -470,6 +470,7 @@ bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void
             if (bn_sharp_is_square(lg->eng)) {
                 lg->info.structured += S;
                 lg->info.corrected += bn_sharp_last_corrected(lg->eng);
+                lg->info.bisected += bn_sharp_last_bisected(lg->eng);
             }
         }
         if (lg->k > 0) {

@@ -289,6 +289,67 @@ Test(sharpness_square, power_matches_general_engine_and_lapack)
     basis_free(&b);
 }
 
+/* The cap (bn_sqh_math.h): at tol 1e-6 a column not converged after
+ * BN_SQH_POWER_CAP products is finished by bisection on the count.  From the
+ * cold first record (random starts) some columns are capped; every value,
+ * capped or not, is within tol of LAPACK (capped ones: tol·|λ| plus the
+ * count's resolution, BN_SQH_COUNT_TOL_MIN·|λ|; the others at the stopping
+ * rule's scale, 64·tol·max(|λ|, |λ - σ|)), the iteration counts stay below
+ * cap + 2 early counts + 64 bisection counts, and the vectors left behind
+ * (for capped columns: inverse iteration at the bisected value) are such
+ * good starts that the same states are certified again after one product. */
+Test(sharpness_square, capped_columns_finish_by_bisection)
+{
+    basis_pb b;
+    basis_make(&b, 24, 60, 33);
+    enum { S = 6 };
+    int64_t r = b.r, D = r + 1;
+    double *Z = malloc((size_t)(S * r) * sizeof(double)), gam[S];
+    double ew[S] = {0.9, 0.3, 1.7, 0.6, 1.1, 0.8}, eg[S] = {0.05, 0.4, 0.01, 0.2, 0.3, 0.02};
+    states(&b, S, Z, gam, 5);
+    const double tol = 1e-6;
+    eng sq, gen;
+    eng_open(&sq, BN_BACKEND_CPU, BN_FP64, &b, 1, 1, S, Z, gam, ew, eg, tol, 3);
+    eng_open(&gen, BN_BACKEND_CPU, BN_FP64, &b, 1, 0, S, Z, gam, ew, eg, tol, 3);
+    double *H = malloc((size_t)(S * D * D) * sizeof(double)), *ev = malloc((size_t)D * sizeof(double));
+    cr_assert_eq(bn_sharp_dense_hessian(gen.sh, 0, S, H), BN_OK);
+    int64_t capped = 0;
+    for (int op = 0; op < BN_SOP_COUNT; op++) {
+        double lam[S], sig[S];
+        int64_t it[S], cv[S];
+        for (int pass = 0; pass < 2; pass++) {
+            cr_assert_eq(bn_sharp_power(sq.sh, op, lam, sig, it, cv), BN_OK, "%s", bn_last_error());
+            if (pass == 0) capped += bn_sharp_last_bisected(sq.sh);
+            for (int64_t j = 0; j < S; j++) {
+                double rad;
+                int64_t cnt = lapack_eigs(H, r, j, Z + j * r, ew[j], eg[j], op, ev, &rad);
+                double err = fabs(lam[j] - ev[0]);
+                double lim = fmax(tol * fabs(ev[0]) + BN_SQH_COUNT_TOL_MIN * fabs(ev[0]),
+                                  64 * tol * fmax(fabs(ev[0]), fabs(ev[0] - sig[j]))) + 1e-12 * rad;
+                cr_expect_eq(cv[j], 1, "op %d col %lld pass %d: not converged", op, (long long)j, pass);
+                cr_expect_leq(err, lim, "op %d col %lld pass %d: %.15g LAPACK %.15g (error %.2e, limit %.2e)", op,
+                              (long long)j, pass, lam[j], ev[0], err, lim);
+                cr_expect_leq(it[j], BN_SQH_POWER_CAP + 2 + 64, "op %d col %lld pass %d: %lld iterations", op,
+                              (long long)j, pass, (long long)it[j]);
+                /* Not for the negative-dominant column (|λ_min| ≈ 180 λ_max):
+                 * there the count's resolution, which scales with the
+                 * spectral radius, is near tol·λ_max and can reject a good
+                 * start, whose λ_min part then grows 180× per product. */
+                if (pass == 1 && fabs(ev[cnt - 1]) <= 10 * fabs(ev[0]))
+                    cr_expect_leq(it[j], 2, "op %d col %lld: %lld iterations from its own vector (1 product and "
+                                  "1 count expected)", op, (long long)j, (long long)it[j]);
+            }
+        }
+    }
+    cr_expect_gt(capped, 0, "no column was capped: the bisection after the cap is not exercised");
+    eng_close(&sq);
+    eng_close(&gen);
+    free(Z);
+    free(H);
+    free(ev);
+    basis_free(&b);
+}
+
 /* A column's values and iteration counts are bitwise the same alone (seed
  * shifted to its key) as in a batch, over two records (warm starts). */
 Test(sharpness_square, column_is_the_same_alone_and_in_a_batch)

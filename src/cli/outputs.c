@@ -109,7 +109,7 @@ static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *si
         json_number(j, "tol_effective", info.tol_effective);
         json_int(j, "maxiter", c->sharpness_maxiter);
         json_string(j, "shift", "iterate on H - sigma I; when the Rayleigh quotient settles below sigma "
-                                "(dominant negative eigenvalue), sigma becomes it and the column restarts; "
+                                "(dominant negative eigenvalue), sigma moves halfway to it and the column restarts; "
                                 "reported value = largest Rayleigh quotient (a lower bound of lambda_max)");
         json_int(j, "not_converged", info.not_converged);
         json_int(j, "shifted", info.shifted);
@@ -117,8 +117,10 @@ static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *si
         if (info.structured > 0)
             json_string(j, "certificate", "square loss: every value is checked by an exact count of the "
                                           "eigenvalues above it (Sylvester inertia of the diagonal-plus-low-rank "
-                                          "Hessian); where one is found, bisection on the count gives it");
+                                          "Hessian); where one is found, bisection on the count gives it, as it "
+                                          "does for a column not converged after 8 products (tol >= 1e-7)");
         json_int(j, "corrected", info.corrected);
+        json_int(j, "bisected", info.bisected);
     }
     if (c->eigs > 0) {
         json_int(j, "eigs", c->eigs);
