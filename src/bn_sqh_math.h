@@ -44,9 +44,7 @@ enum {
 };
 
 /* Power products per column before the count takes over (bn_sqh_power_column). */
-#ifndef BN_SQH_POWER_CAP
 #define BN_SQH_POWER_CAP 8
-#endif
 /* The count's resolution: its sums and the 3×3 inertia round, and on
  * ill-conditioned data (Hilbert, n=16, d=60: poles from 0.38 down to 1e-6)
  * the count's λ_max sat 1.7e-8 (relative) below the one the structured

@@ -459,6 +459,7 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
      * took up to the iteration limit, 100-1000 products, a third of all
      * products on the paper case (issue 7). */
     int count_stops = countable && tol >= BN_SQH_COUNT_TOL_MIN;
+    const double count_floor = 8 * 1.2e-16 * L.bound; /* no count is finer than this */
     int64_t cap = count_stops && maxiter > BN_SQH_POWER_CAP ? BN_SQH_POWER_CAP : maxiter;
     for (int64_t it = 0; it < cap && act != BN_PW_DONE; it++) {
         REAL mu = BN_SFX(bn_sqh_power_step)(r, &cf, lam, cy, z, aw, ag, project, (REAL)sigma, v, vg, &nv);
@@ -473,7 +474,7 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
              * best·(1 + tol) proves it (relative to λ itself, tighter than the
              * stopping rule's scale), one or two products in, where the
              * stopping rule needs three. */
-            double best = pc.best, th = best + fmax(tol * fabs(best), 8 * 1.2e-16 * L.bound);
+            double best = pc.best, th = best + fmax(tol * fabs(best), count_floor);
             counts++;
             if (isfinite(th) && BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, th) <= 0) {
                 lam_out = best;
@@ -491,7 +492,8 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
         /* Slack: the stopping rule's own scale (sharpness.h), so that only a
          * miss costs a bisection; a capped column's value is only a lower
          * bound, so there the certificate asks for tol relative to λ. */
-        double slack = capped ? fmax(tol * fabs(lam_out), 8 * 1.2e-16 * L.bound) : 64 * tol * fmax(fabs(lam_out), fabs(lam_out - sigma));
+        double slack = capped ? fmax(tol * fabs(lam_out), count_floor)
+                              : 64 * tol * fmax(fabs(lam_out), fabs(lam_out - sigma));
         fixed = BN_SFX(bn_sqh_certify)(&L, r, lam, cy, z, project, tol, slack, &lam_out, &its, v, vg);
         if (fixed || capped) conv = 1;
         if (fixed && capped) fixed = 2;
