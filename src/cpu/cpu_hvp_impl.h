@@ -72,7 +72,7 @@ static bn_status BN_SFX(cpu_lanczos_extend)(bn_backend *be, int64_t d, int64_t S
 }
 
 /* Columns [j0, j1) of power_square (per-ISA clones, as cpu_forward_range). */
-BN_CPU_CLONES static void BN_SFX(cpu_power_square_range)(int64_t j0, int64_t j1, int64_t r, int64_t n, int64_t S,
+BN_CPU_CLONES BN_CPU_VECT_DYNAMIC static void BN_SFX(cpu_power_square_range)(int64_t j0, int64_t j1, int64_t r, int64_t n, int64_t S,
                                                          const REAL *lam, const REAL *cy, const REAL *z,
                                                          const REAL *g, const REAL *sw, const REAL *sg,
                                                          int project, int warm, uint64_t seed, uint64_t counter,
