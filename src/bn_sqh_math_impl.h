@@ -145,41 +145,44 @@ BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_sqh_power_step)(int64_t r, c
     return vx * inv * inv;
 }
 
-/* v ← the unit start of a power iteration: v itself (warm = 1: the previous
- * record's vector) projected with Π when project, normalized; or, when
- * warm = 0 or that vector is degenerate, the pseudo-random vector (key,
- * counter) of bn_hvp_random, projected and normalized.  As sharpness.c's
- * power_start does it through lanczos_extend. */
-BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_start)(int64_t r, const REAL *z, int project, int warm,
-                                                               uint64_t key, uint64_t counter, REAL *v, REAL *vg)
+/* v ← the start of a power iteration, returning its norm (not normalized:
+ * bn_sqh_power_step takes the norm, so a scaling pass would be wasted): v
+ * itself (warm = 1: the previous record's vector) projected with Π when
+ * project; or, when warm = 0 or that vector is degenerate, the pseudo-random
+ * vector (key, counter) of bn_hvp_random, projected.  As sharpness.c's
+ * power_start does it through lanczos_extend, up to the normalization.
+ * zz = Σz² (bn_sqh_coef).  One pass of sums and one that projects and reads
+ * the norm back from them, ‖v - fz‖² = vᵀv - f·zᵀv (f = zᵀv/zᵀz); where
+ * that cancels (v nearly along z, ≥ 99.99% of vᵀv) the norm is summed again. */
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_sqh_start)(int64_t r, const REAL *z, REAL zz, int project,
+                                                               int warm, uint64_t key, uint64_t counter, REAL *v,
+                                                               REAL *vg)
 {
     for (int pass = warm ? 0 : 1; pass < 2; pass++) {
         if (pass == 1) {
             for (int64_t i = 0; i < r; i++) v[i] = (REAL)bn_hvp_random(key, counter, i);
             *vg = (REAL)bn_hvp_random(key, counter, r);
         }
-        if (project) {
-            REAL zz8[BN_LANES] = {0}, zv8[BN_LANES] = {0};
-            BN_LANE_LOOP(r, {
-                zz8[k] += z[i] * z[i];
-                zv8[k] += z[i] * v[i];
-            });
-            REAL zz = BN_SFX(bn_lane_total)(zz8);
-            if (zz > 0) {
-                REAL f = BN_SFX(bn_lane_total)(zv8) / zz;
-                for (int64_t i = 0; i < r; i++) v[i] -= f * z[i];
+        REAL vv8[BN_LANES] = {0}, zv8[BN_LANES] = {0};
+        BN_LANE_LOOP(r, {
+            vv8[k] += v[i] * v[i];
+            zv8[k] += z[i] * v[i];
+        });
+        REAL vv = BN_SFX(bn_lane_total)(vv8);
+        if (project && zz > 0) {
+            REAL zv = BN_SFX(bn_lane_total)(zv8), f = zv / zz, left = vv - f * zv;
+            for (int64_t i = 0; i < r; i++) v[i] -= f * z[i];
+            if (left < (REAL)1e-4 * vv) {
+                REAL nn8[BN_LANES] = {0};
+                BN_LANE_LOOP(r, { nn8[k] += v[i] * v[i]; });
+                left = BN_SFX(bn_lane_total)(nn8);
             }
+            vv = left;
         }
-        REAL nn8[BN_LANES] = {0};
-        BN_LANE_LOOP(r, { nn8[k] += v[i] * v[i]; });
-        REAL nn = R_SQRT(BN_SFX(bn_lane_total)(nn8) + *vg * *vg);
-        if (nn > 0 && isfinite(nn)) {
-            REAL inv = (REAL)1 / nn;
-            for (int64_t i = 0; i < r; i++) v[i] *= inv;
-            *vg *= inv;
-            return;
-        }
+        REAL nn = R_SQRT(vv + *vg * *vg);
+        if (nn > 0 && isfinite(nn)) return nn;
     }
+    return 1; /* a non-finite state: NaN flows on, as from any start */
 }
 
 /* ------------------------------------------------------- the certificate
@@ -339,10 +342,12 @@ BN_HD BN_COLUMN_INLINE static inline int64_t BN_SFX(bn_sqh_count_above)(const BN
 }
 
 /* (v, vg) ← (A - θ)⁻¹(v, vg), or for project its solution on q⊥ (the
- * multiple of (A - θ)⁻¹q that makes qᵀx = 0): x = M⁻¹b - M⁻¹U'·w. */
+ * multiple of (A - θ)⁻¹q that makes qᵀx = 0): x = M⁻¹b - M⁻¹U'·w.  Also
+ * *bx = bᵀx and *xx = xᵀx (b the v that came in): θ + bᵀx/xᵀx is x's
+ * Rayleigh quotient, xᵀ(A - θ)x = xᵀb. */
 BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_solve)(const BN_SFX(bn_sqh_lowrank) *L, int64_t r, const REAL *lam,
                                              const REAL *cy, const REAL *z, int project, double theta, REAL *v,
-                                             REAL *vg)
+                                             REAL *vg, double *bx, double *xx)
 {
     double G[3], gq[3], hb[3], T[9];
     BN_SFX(bn_sqh_sums)(L, r, lam, cy, z, theta, G, gq, v, hb);
@@ -367,15 +372,22 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_solve)(const BN_SFX(bn_s
         mu = qq != 0 ? qb / qq : 0;
     }
     const double xv = L->xv;
+    double bx8 = 0, xx8 = 0;
     for (int64_t i = 0; i < r; i++) {
         double li = (double)lam[i], zi = (double)z[i];
         double m = xv * li - theta;
         double ui = li * zi * L->cp, ci = (double)cy[i] * L->cc;
         double x = ((double)v[i] - ui * wb[0] - ci * wb[1]) / (m != 0 ? m : 1e-300);
         double xq = (L->iz * zi - ui * wq[0] - ci * wq[1]) / (m != 0 ? m : 1e-300);
-        v[i] = (REAL)(x - mu * xq);
+        double xi = x - mu * xq;
+        bx8 += (double)v[i] * xi;
+        xx8 += xi * xi;
+        v[i] = (REAL)xi;
     }
-    *vg = (REAL)(((double)*vg - wb[2]) / mg - mu * (-wq[2] / mg));
+    double xg = ((double)*vg - wb[2]) / mg - mu * (-wq[2] / mg);
+    *bx = bx8 + (double)*vg * xg;
+    *xx = xx8 + xg * xg;
+    *vg = (REAL)xg;
 }
 
 /* The certificate of one converged (or stopped) iteration with value *lam:
@@ -394,32 +406,73 @@ BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_certify)(const BN_SFX(bn_
     const BN_SFX(bn_sqh_lowrank) L = *Lp;
     double lo = *lam_io + slack;
     *evals += 1;
-    if (!isfinite(lo) || BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, lo) <= 0) return 0;
+    int64_t nlo = isfinite(lo) ? BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, lo) : 0; /* #{λ > lo} */
+    if (nlo <= 0) return 0;
     if (!(L.bound > lo)) return 0;
     const double eps = sizeof(REAL) == sizeof(float) ? 6e-8 : 1.2e-16;
     double grow = fmax(64 * tol * fabs(lo), fmax(2 * slack, 8 * eps * L.bound)), hi = lo + grow;
     while (hi < L.bound && *evals < 400) {
         *evals += 1;
-        if (BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, hi) <= 0) break;
+        int64_t c = BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, hi);
+        if (c <= 0) break;
         lo = hi;
+        nlo = c;
         grow *= 8;
         hi = lo + grow;
     }
     if (!(hi < L.bound)) hi = L.bound;
+    /* Once λ_max is the only eigenvalue in (lo, hi]: inverse iteration at θ
+     * just above hi, where (A - θ)⁻¹ amplifies λ_max's eigenvector most.  Its
+     * Rayleigh quotient is a lower bound that converges at the squared ratio
+     * (θ - λ_max)/(θ - λ_2), λ_2 ≤ lo, and one count just above it usually
+     * closes the bracket, where bisection from the bracket's width takes ~10
+     * counts (issue 7).  The iterate is the vector left behind (the next
+     * record's warm start); bisection does the rest, then two solves at the
+     * final bracket give the vector. */
+    int rounds = 0, solved = 0;
     while (hi - lo > tol * fmax(fabs(lo), 8 * eps * L.bound) && *evals < 400) {
+        const double close = tol * fmax(fabs(lo), 8 * eps * L.bound);
+        if (nlo == 1 && rounds < 2) {
+            double th = hi + (hi - lo) / 1024, bx, xx;
+            BN_SFX(bn_sqh_solve)(&L, r, lam, cy, z, project, th, v, vg, &bx, &xx);
+            *evals += 1;
+            rounds++;
+            double nn = sqrt(xx);
+            if (!(nn > 0) || !isfinite(nn) || !isfinite(bx)) {
+                rounds = 2; /* (the final solves start over from it) */
+                continue;
+            }
+            for (int64_t i = 0; i < r; i++) v[i] = (REAL)((double)v[i] / nn);
+            *vg = (REAL)((double)*vg / nn);
+            solved = 1;
+            double mu = th + bx / xx; /* ≤ λ_max */
+            if (mu > lo && mu < hi) lo = mu;
+            if (!(hi - lo > close)) break;
+            double at = lo + close;
+            *evals += 1;
+            int64_t c = BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, at);
+            if (c > 0) lo = at;
+            else hi = at;
+            continue;
+        }
+        solved = 0;
         double mid = 0.5 * (lo + hi);
         *evals += 1;
-        if (BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, mid) > 0) lo = mid;
-        else hi = mid;
+        int64_t c = BN_SFX(bn_sqh_count_above)(&L, r, lam, cy, z, project, mid);
+        if (c > 0) {
+            lo = mid;
+            nlo = c;
+        } else {
+            hi = mid;
+        }
     }
     *lam_io = 0.5 * (lo + hi);
     /* θ just above λ_max: (A - θ)⁻¹ amplifies its eigenvector most. */
     double th = hi + (hi - lo);
-    for (int step = 0; step < 2; step++) {
-        BN_SFX(bn_sqh_solve)(&L, r, lam, cy, z, project, th, v, vg);
-        double nn = 0;
-        for (int64_t i = 0; i < r; i++) nn += (double)v[i] * (double)v[i];
-        nn = sqrt(nn + (double)*vg * (double)*vg);
+    for (int step = solved ? 2 : 0; step < 2; step++) {
+        double bx, xx;
+        BN_SFX(bn_sqh_solve)(&L, r, lam, cy, z, project, th, v, vg, &bx, &xx);
+        double nn = sqrt(xx);
         if (!(nn > 0) || !isfinite(nn)) break;
         for (int64_t i = 0; i < r; i++) v[i] = (REAL)((double)v[i] / nn);
         *vg = (REAL)((double)*vg / nn);
@@ -441,16 +494,16 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
                                                                       REAL *vg, REAL *vs, REAL *vgs, double tol,
                                                                       int64_t maxiter, REAL *io, int64_t S)
 {
-    BN_SFX(bn_sqh_start)(r, z, project, warm, key, counter, v, vg);
-    for (int64_t i = 0; i < r; i++) vs[i] = v[i];
-    *vgs = *vg;
     BN_SFX(bn_sqh_coef) cf;
     BN_SFX(bn_sqh_prepare)(r, n, lam, cy, z, gamma, &cf);
+    const REAL nvs = BN_SFX(bn_sqh_start)(r, z, cf.zz, project, warm, key, counter, v, vg);
+    for (int64_t i = 0; i < r; i++) vs[i] = v[i];
+    *vgs = *vg;
     BN_SFX(bn_sqh_lowrank) L;
     int countable = BN_SFX(bn_sqh_lowrank_make)(&L, &cf, (double)aw, (double)ag);
     double sigma = (double)io[BN_SQ_SIGMA * S], lam_out = NAN;
     bn_power_state pc = bn_power_state_init();
-    REAL nv = 1;
+    REAL nv = nvs;
     int conv = 0, act = BN_PW_GO, certified = 0;
     int64_t counts = 0;
     /* With the count at hand, a column that has not converged after
@@ -462,13 +515,16 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
     const double count_floor = 8 * 1.2e-16 * L.bound; /* no count is finer than this */
     int64_t cap = count_stops && maxiter > BN_SQH_POWER_CAP ? BN_SQH_POWER_CAP : maxiter;
     for (int64_t it = 0; it < cap && act != BN_PW_DONE; it++) {
+        double sig_used = sigma;
         REAL mu = BN_SFX(bn_sqh_power_step)(r, &cf, lam, cy, z, aw, ag, project, (REAL)sigma, v, vg, &nv);
+        double ms = (double)mu - sig_used, res2 = (double)nv * (double)nv - ms * ms;
+        double scl = fmax(fabs((double)mu), fabs(ms));
         act = bn_power_control(&pc, (double)mu, (double)nv, &sigma, tol, &lam_out, &conv);
         if (act == BN_PW_RESTART) {
             for (int64_t i = 0; i < r; i++) v[i] = vs[i];
             *vg = *vgs;
-            nv = 1;
-        } else if (act == BN_PW_GO && count_stops && it < 2) {
+            nv = nvs;
+        } else if (act == BN_PW_GO && count_stops && it < 2 && res2 <= BN_SQH_COUNT_RESIDUAL * tol * scl * scl) {
             /* From a warm start the Rayleigh quotient is often already within
              * tol: every μ is a lower bound of λ_max, so no eigenvalue above
              * best·(1 + tol) proves it (relative to λ itself, tighter than the

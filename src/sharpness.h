@@ -70,14 +70,17 @@
  * diagonal-plus-rank-3 form, O(d) per product and no matrix products; the
  * same start, shift and stopping rule (bn_power_control), plus an exact
  * eigenvalue count that certifies each value and, where it finds a larger
- * eigenvalue, bisection on the count (bn_sqh_math.h).  With tol ≥ 1e-7 (the
- * count's resolution, BN_SQH_COUNT_TOL_MIN) the count also stops a column:
- * a warm start already within tol after one or two products, and a column
- * not converged after BN_SQH_POWER_CAP = 8 products, which bisection on the
- * count finishes to tol relative to λ (issue 7: slow columns had taken up to
- * the iteration limit; on the paper case, products and counts per
- * trajectory and record 12.5 → 10.3, the slowest column of a batch 2012 →
- * 101).  The other operations
+ * eigenvalue, finds λ_max on the count: a bracket, then (once λ_max is alone
+ * in it) inverse iteration through the Woodbury form, whose Rayleigh
+ * quotient and one count usually close the bracket, then bisection for what
+ * is left (bn_sqh_math.h).  With tol ≥ 1e-7 (the count's resolution,
+ * BN_SQH_COUNT_TOL_MIN) the count also stops a column: a warm start already
+ * within tol after one or two products (counted only when the product's
+ * residual allows it, BN_SQH_COUNT_RESIDUAL), and a column not converged
+ * after BN_SQH_POWER_CAP = 4 products, finished on the count to tol
+ * relative to λ (issue 7: slow columns had taken up to the iteration limit;
+ * on the paper case, products, counts and solves per trajectory and record
+ * 12.5 → 10.3 → 8.5 at T = 500, the slowest column of a batch 2012 → 101).
  * (bn_sharp_apply, Lanczos, the dense Hessian) keep the general HVPs.
  *
  * Precision: tol is raised to 4·ε·√(d+1) of the backend precision
