@@ -116,12 +116,13 @@ typedef struct bn_backend_ops {
      * seed + j.  lam, cy: r (diag of AᵀA, Aᵀy); Z: r×S state; gamma: S; aw, ag:
      * S (√η_w, √η_γ) or NULL = ones; V, vg: previous vectors in (warm), last
      * vectors out (r×S, S); Vs, vgs: the record's start vectors, written;
-     * io: BN_SQ_COUNT×S field-major. */
+     * io: BN_SQ_COUNT×S field-major; coef: BN_SQC_COUNT×S field-major, the
+     * state's coefficients, read when coef_ready, else written. */
     bn_status (*power_square)(bn_backend *be, int64_t r, int64_t n, int64_t S, const void *lam,
                               const void *cy, const void *Z, const void *gamma, const void *aw,
                               const void *ag, int project, int warm, uint64_t seed, uint64_t counter,
                               void *V, void *vg, void *Vs, void *vgs, double tol, int64_t maxiter,
-                              void *io);
+                              void *io, void *coef, int coef_ready);
 } bn_backend_ops;
 
 struct bn_backend {

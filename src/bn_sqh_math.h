@@ -43,6 +43,10 @@ enum {
     BN_SQ_COUNT
 };
 
+/* The coefficients of one column's state (bn_sqh_coef), cached between the
+ * operators of one record: BN_SQC_COUNT reals per column, field-major. */
+enum { BN_SQC_COUNT = 13 };
+
 /* Power products per column before the count takes over (bn_sqh_power_column;
  * 8 before the certificate had its inverse-iteration rounds, issue 7: with
  * them 4 is cheaper, 10.0 → 9.7 products, counts and solves per trajectory and

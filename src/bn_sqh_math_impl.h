@@ -57,6 +57,32 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_prepare)(int64_t r, int6
     cf->zz = BN_SFX(bn_lane_total)(zz8);
 }
 
+/* bn_sqh_coef to and from BN_SQC_COUNT reals at stride S (the cache of one
+ * record's coefficients: they depend on the state alone, not on the operator). */
+BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_coef_store)(const BN_SFX(bn_sqh_coef) *cf, REAL *c, int64_t S)
+{
+    const REAL f[BN_SQC_COUNT] = {cf->nu, cf->gs, cf->a, cf->kmm, cf->khm, cf->kb, cf->isn,
+                                  cf->uu, cf->yu, cf->zz, cf->l2z2, cf->cy2, cf->lmax};
+    for (int t = 0; t < BN_SQC_COUNT; t++) c[t * S] = f[t];
+}
+
+BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_coef_load)(BN_SFX(bn_sqh_coef) *cf, const REAL *c, int64_t S)
+{
+    cf->nu = c[0];
+    cf->gs = c[S];
+    cf->a = c[2 * S];
+    cf->kmm = c[3 * S];
+    cf->khm = c[4 * S];
+    cf->kb = c[5 * S];
+    cf->isn = c[6 * S];
+    cf->uu = c[7 * S];
+    cf->yu = c[8 * S];
+    cf->zz = c[9 * S];
+    cf->l2z2 = c[10 * S];
+    cf->cy2 = c[11 * S];
+    cf->lmax = c[12 * S];
+}
+
 /* The product (x, xg) = P^½HP^½·(v, vg), P^½ = diag(aw·I, ag) (aw = ag = 1:
  * H itself), from two sums of the raw direction, lzv = Σλ_i z_i v_i and
  * cv = Σ(c_y)_i v_i: x_i = xv·λ_i v_i + xp·λ_i z_i + xc·(c_y)_i, and the
@@ -486,16 +512,26 @@ BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_certify)(const BN_SFX(bn_
  * range(Π) when project.  v, vg: the previous vector in (warm = 1; else
  * anything), the last vector out; vs, vgs: the record's start, written here
  * (restarts return to it); key, counter: the pseudo-random start
- * (bn_sqh_start); io: the BN_SQ fields (stride S). */
+ * (bn_sqh_start); io: the BN_SQ fields (stride S); coef: NULL, or the
+ * column's cached coefficients (BN_SQC_COUNT at stride S), read when
+ * coef_ready, else computed and written (issue 7: the three operators of a
+ * record share one state, and the coefficients' pass was a sixth of a warm
+ * column's work). */
 BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r, int64_t n, const REAL *lam,
                                                                       const REAL *cy, const REAL *z, REAL gamma,
                                                                       REAL aw, REAL ag, int project, int warm,
                                                                       uint64_t key, uint64_t counter, REAL *v,
                                                                       REAL *vg, REAL *vs, REAL *vgs, double tol,
-                                                                      int64_t maxiter, REAL *io, int64_t S)
+                                                                      int64_t maxiter, REAL *io, REAL *coef,
+                                                                      int coef_ready, int64_t S)
 {
     BN_SFX(bn_sqh_coef) cf;
-    BN_SFX(bn_sqh_prepare)(r, n, lam, cy, z, gamma, &cf);
+    if (coef && coef_ready) {
+        BN_SFX(bn_sqh_coef_load)(&cf, coef, S);
+    } else {
+        BN_SFX(bn_sqh_prepare)(r, n, lam, cy, z, gamma, &cf);
+        if (coef) BN_SFX(bn_sqh_coef_store)(&cf, coef, S);
+    }
     const REAL nvs = BN_SFX(bn_sqh_start)(r, z, cf.zz, project, warm, key, counter, v, vg);
     for (int64_t i = 0; i < r; i++) vs[i] = v[i];
     *vgs = *vg;

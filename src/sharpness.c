@@ -43,9 +43,12 @@ struct bn_sharp {
     int hvp_ready;      /* U, R, H2, hs hold the state of W, gamma (made on first need) */
     /* The square loss in the data's singular basis (issue 7; su.sq_lam set and
      * the backend has power_square): each column's power iteration runs whole
-     * on the backend at O(d) per product; sqio: BN_SQ_COUNT×S. */
+     * on the backend at O(d) per product; sqio: BN_SQ_COUNT×S; sqcoef:
+     * BN_SQC_COUNT×S, the state's coefficients, shared by the operators of a
+     * record (sqcoef_ready: they hold the state of W, gamma). */
     int square;
-    void *sqio;
+    void *sqio, *sqcoef;
+    int sqcoef_ready;
     int64_t last_fixed;    /* columns the certificate corrected in the last power call */
     int64_t last_bisected; /* columns capped and finished by bisection in it */
     /* Compaction of the power iteration (issue 7): two batches of the columns
@@ -161,6 +164,7 @@ bn_status bn_sharp_create(bn_backend *be, const bn_sharp_setup *su, bn_sharp **o
     if (st == BN_OK) st = dalloc(sh, S, &sh->vgsave);
     sh->square = su->sq_lam && su->sq_cy && !su->logistic && o->power_square;
     if (st == BN_OK && sh->square) st = dalloc(sh, (size_t)BN_SQ_COUNT * S, &sh->sqio);
+    if (st == BN_OK && sh->square) st = dalloc(sh, (size_t)BN_SQC_COUNT * S, &sh->sqcoef);
     if (o->copy_columns)
         for (int i = 0; i < 2 && st == BN_OK; i++) st = o->alloc(be, S * sizeof(int64_t), &sh->idx[i]);
     if (st == BN_OK) {
@@ -196,7 +200,7 @@ void bn_sharp_free(bn_sharp *sh)
 {
     if (!sh) return;
     void *bufs[] = {sh->U, sh->R, sh->H2, sh->hs, sh->Udot, sh->Qdot, sh->X, sh->xg, sh->ctl,
-                    sh->aw, sh->ag, sh->Vsave, sh->vgsave, sh->QW, sh->QG, sh->coef, sh->sqio};
+                    sh->aw, sh->ag, sh->Vsave, sh->vgsave, sh->QW, sh->QG, sh->coef, sh->sqio, sh->sqcoef};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) sh->be->ops->dealloc(sh->be, bufs[i]);
     for (int i = 0; i < 2; i++) {
@@ -229,6 +233,7 @@ bn_status bn_sharp_set_state(bn_sharp *sh, const void *W, const void *gamma)
     sh->W = W;
     sh->gamma = gamma;
     sh->hvp_ready = 0;
+    sh->sqcoef_ready = 0;
     return BN_OK;
 }
 
@@ -480,8 +485,9 @@ static bn_status power_square(bn_sharp *sh, int op, double *lam, double *shift, 
     BN_TRY(be->ops->power_square(be, su->d, su->n, S, su->sq_lam, su->sq_cy, sh->W, sh->gamma, wt ? sh->aw : NULL,
                                  wt ? sh->ag : NULL, (op & BN_SOP_PROJECT) != 0, sh->vinit[op], su->seed,
                                  CNT_POWER + (uint64_t)op, sh->V[op], sh->vg[op], sh->Vsave, sh->vgsave, sh->tol,
-                                 su->maxiter, sh->sqio));
+                                 su->maxiter, sh->sqio, sh->sqcoef, sh->sqcoef_ready));
     sh->vinit[op] = 1;
+    sh->sqcoef_ready = 1;
     BN_TRY(down(sh, io, sh->sqio, (size_t)BN_SQ_COUNT * (size_t)S));
     sh->last_fixed = sh->last_bisected = 0;
     for (int64_t j = 0; j < S; j++) {

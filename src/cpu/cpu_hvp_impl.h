@@ -77,30 +77,31 @@ BN_CPU_CLONES BN_CPU_VECT_DYNAMIC static void BN_SFX(cpu_power_square_range)(int
                                                          const REAL *g, const REAL *sw, const REAL *sg,
                                                          int project, int warm, uint64_t seed, uint64_t counter,
                                                          REAL *v, REAL *vg, REAL *vs, REAL *vgs, double tol,
-                                                         int64_t maxiter, REAL *io)
+                                                         int64_t maxiter, REAL *io, REAL *coef, int coef_ready)
 {
     for (int64_t j = j0; j < j1; j++)
         BN_SFX(bn_sqh_power_column)(r, n, lam, cy, z + j * r, g[j], sw ? sw[j] : (REAL)1, sg ? sg[j] : (REAL)1,
                                     project, warm, seed + (uint64_t)j, counter, v + j * r, vg + j, vs + j * r,
-                                    vgs + j, tol, maxiter, io + j, S);
+                                    vgs + j, tol, maxiter, io + j, coef ? coef + j : NULL, coef_ready, S);
 }
 
 /* lam, cy: r; Z, V, Vs: r×S col-major; gamma, aw, ag, vg, vgs: S; io:
- * BN_SQ_COUNT×S field-major.  Columns take very different numbers of
+ * BN_SQ_COUNT×S and coef: BN_SQC_COUNT×S field-major.  Columns take very different numbers of
  * iterations, so they are dealt out in small chunks on demand; each column's
  * arithmetic is its own, so the result does not depend on the schedule. */
 static bn_status BN_SFX(cpu_power_square)(bn_backend *be, int64_t r, int64_t n, int64_t S, const void *lam,
                                           const void *cy, const void *Z, const void *gamma, const void *aw,
                                           const void *ag, int project, int warm, uint64_t seed, uint64_t counter,
                                           void *V, void *vg, void *Vs, void *vgs, double tol, int64_t maxiter,
-                                          void *io)
+                                          void *io, void *coef, int coef_ready)
 {
     const int64_t chunk = 4, chunks = (S + chunk - 1) / chunk;
     BN_CPU_FOR(chunks > 1 && r * S > 2048, dynamic, c, chunks, {
         BN_SFX(cpu_power_square_range)(c * chunk, c * chunk + chunk < S ? c * chunk + chunk : S, r, n, S,
                                        (const REAL *)lam, (const REAL *)cy, (const REAL *)Z, (const REAL *)gamma,
                                        (const REAL *)aw, (const REAL *)ag, project, warm, seed, counter, (REAL *)V,
-                                       (REAL *)vg, (REAL *)Vs, (REAL *)vgs, tol, maxiter, (REAL *)io);
+                                       (REAL *)vg, (REAL *)Vs, (REAL *)vgs, tol, maxiter, (REAL *)io,
+                                       (REAL *)coef, coef_ready);
     });
     return BN_OK;
 }

@@ -174,7 +174,7 @@ template <typename T>
 bn_status bn_cuda_power_square(bn_backend *be, int64_t r, int64_t n, int64_t S, const void *lam, const void *cy,
                                const void *Z, const void *gamma, const void *aw, const void *ag, int project,
                                int warm, uint64_t seed, uint64_t counter, void *V, void *vg, void *Vs, void *vgs,
-                               double tol, int64_t maxiter, void *io);
+                               double tol, int64_t maxiter, void *io, void *coef, int coef_ready);
 /* Makes the backend's device current and gives its stream (cuda_backend.cu):
  * what an op defined outside cuda_backend.cu needs of the backend's context. */
 bn_status bn_cuda_backend_stream(bn_backend *be, cudaStream_t *stream);

@@ -286,14 +286,14 @@ template <typename T>
 __device__ __forceinline__ void power_square_column(int64_t r, int64_t n, const T *lam, const T *cy, const T *z, T g,
                                                     T aw, T ag, int project, int warm, uint64_t key, uint64_t counter,
                                                     T *v, T *vg, T *vs, T *vgs, double tol, int64_t maxiter, T *io,
-                                                    int64_t S)
+                                                    T *coef, int coef_ready, int64_t S)
 {
     if constexpr (sizeof(T) == sizeof(double))
         bn_sqh_power_column_f64(r, n, lam, cy, z, g, aw, ag, project, warm, key, counter, v, vg, vs, vgs, tol, maxiter,
-                                io, S);
+                                io, coef, coef_ready, S);
     else
         bn_sqh_power_column_f32(r, n, lam, cy, z, g, aw, ag, project, warm, key, counter, v, vg, vs, vgs, tol, maxiter,
-                                io, S);
+                                io, coef, coef_ready, S);
 }
 
 template <typename T>
@@ -301,12 +301,13 @@ __global__ void power_square_kernel(int64_t r, int64_t n, int64_t S, const T *__
                                     const T *__restrict__ cy, const T *__restrict__ Z, const T *__restrict__ gamma,
                                     const T *__restrict__ aw, const T *__restrict__ ag, int project, int warm,
                                     uint64_t seed, uint64_t counter, T *V, T *vg, T *Vs, T *vgs, double tol,
-                                    int64_t maxiter, T *io)
+                                    int64_t maxiter, T *io, T *coef, int coef_ready)
 {
     const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= S) return;
     power_square_column<T>(r, n, lam, cy, Z + j * r, gamma[j], aw ? aw[j] : (T)1, ag ? ag[j] : (T)1, project, warm,
-                        seed + (uint64_t)j, counter, V + j * r, vg + j, Vs + j * r, vgs + j, tol, maxiter, io + j, S);
+                        seed + (uint64_t)j, counter, V + j * r, vg + j, Vs + j * r, vgs + j, tol, maxiter, io + j,
+                        coef ? coef + j : nullptr, coef_ready, S);
 }
 
 /* ------------------------------------------------------------ launchers */
@@ -396,7 +397,7 @@ template <typename T>
 bn_status bn_cuda_power_square(bn_backend *be, int64_t r, int64_t n, int64_t S, const void *lam, const void *cy,
                                const void *Z, const void *gamma, const void *aw, const void *ag, int project,
                                int warm, uint64_t seed, uint64_t counter, void *V, void *vg, void *Vs, void *vgs,
-                               double tol, int64_t maxiter, void *io)
+                               double tol, int64_t maxiter, void *io, void *coef, int coef_ready)
 {
     BN_TRY(check_dims("power_square", r, S));
     if (S == 0) return BN_OK;
@@ -406,7 +407,7 @@ bn_status bn_cuda_power_square(bn_backend *be, int64_t r, int64_t n, int64_t S, 
     BN_LAUNCH(grid, 128, 0, stream, power_square_kernel<T>)(r, n, S, (const T *)lam, (const T *)cy, (const T *)Z,
                                                             (const T *)gamma, (const T *)aw, (const T *)ag, project,
                                                             warm, seed, counter, (T *)V, (T *)vg, (T *)Vs, (T *)vgs,
-                                                            tol, maxiter, (T *)io);
+                                                            tol, maxiter, (T *)io, (T *)coef, coef_ready);
     BN_CU(cudaGetLastError());
     return BN_OK;
 }
@@ -448,6 +449,6 @@ bn_status bn_cuda_copy_columns(bn_backend *be, int64_t rows, int64_t count, cons
     template bn_status bn_cuda_power_square<T>(bn_backend *, int64_t, int64_t, int64_t, const void *,        \
                                                const void *, const void *, const void *, const void *,       \
                                                const void *, int, int, uint64_t, uint64_t, void *, void *,   \
-                                               void *, void *, double, int64_t, void *);
+                                               void *, void *, double, int64_t, void *, void *, int);
 BN_HVP_INSTANTIATE(double)
 BN_HVP_INSTANTIATE(float)
