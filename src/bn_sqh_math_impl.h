@@ -521,10 +521,13 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
                                                                       const REAL *cy, const REAL *z, REAL gamma,
                                                                       REAL aw, REAL ag, int project, int warm,
                                                                       uint64_t key, uint64_t counter, REAL *v,
-                                                                      REAL *vg, REAL *vs, REAL *vgs, double tol,
-                                                                      int64_t maxiter, REAL *io, REAL *coef,
-                                                                      int coef_ready, int64_t S)
+                                                                      REAL *vg_io, REAL *vs, REAL *vgs_out,
+                                                                      double tol, int64_t maxiter, REAL *io,
+                                                                      REAL *coef, int coef_ready, int64_t S)
 {
+    /* The γ entries live in arrays of S, where neighbouring columns (other
+     * threads' on the CPU) share cache lines: kept here, written once. */
+    REAL vg_l = *vg_io, vgs_l = 0, *vg = &vg_l, *vgs = &vgs_l;
     BN_SFX(bn_sqh_coef) cf;
     if (coef && coef_ready) {
         BN_SFX(bn_sqh_coef_load)(&cf, coef, S);
@@ -590,6 +593,8 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
         if (fixed || capped) conv = 1;
         if (fixed && capped) fixed = 2;
     }
+    *vg_io = vg_l;
+    *vgs_out = vgs_l;
     io[BN_SQ_SIGMA * S] = (REAL)sigma;
     io[BN_SQ_LAM * S] = (REAL)lam_out;
     io[BN_SQ_ITERS * S] = (REAL)its;

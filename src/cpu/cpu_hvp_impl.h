@@ -95,7 +95,8 @@ static bn_status BN_SFX(cpu_power_square)(bn_backend *be, int64_t r, int64_t n, 
                                           void *V, void *vg, void *Vs, void *vgs, double tol, int64_t maxiter,
                                           void *io, void *coef, int coef_ready)
 {
-    const int64_t chunk = 4, chunks = (S + chunk - 1) / chunk;
+    /* A chunk is one cache line of the per-column arrays (io, vg, coef). */
+    const int64_t chunk = 64 / (int64_t)sizeof(REAL), chunks = (S + chunk - 1) / chunk;
     BN_CPU_FOR(chunks > 1 && r * S > 2048, dynamic, c, chunks, {
         BN_SFX(cpu_power_square_range)(c * chunk, c * chunk + chunk < S ? c * chunk + chunk : S, r, n, S,
                                        (const REAL *)lam, (const REAL *)cy, (const REAL *)Z, (const REAL *)gamma,
