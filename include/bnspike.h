@@ -225,9 +225,10 @@ typedef struct {
      * (no matrix products), each checked by an exact eigenvalue count. */
     int64_t structured;       /* power iterations on the structured Hessian     */
     int64_t corrected;        /* of those, where the count found a larger
-                                 eigenvalue (then found by bisection)           */
-    int64_t bisected;         /* of those, not converged after 8 products and
-                                 finished by bisection on the count             */
+                                 eigenvalue (then found on the count: inverse
+                                 iteration and bisection)                       */
+    int64_t bisected;         /* of those, not converged after 4 products and
+                                 finished on the count                          */
 } bn_sharpness_info;
 
 /* Zeros when sharpness is off. */
