@@ -465,7 +465,8 @@ BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_certify)(const BN_SFX(bn_
             rounds++;
             double nn = sqrt(xx);
             if (!(nn > 0) || !isfinite(nn) || !isfinite(bx)) {
-                rounds = 2; /* (the final solves start over from it) */
+                rounds = 2; /* bisection goes on; the next record's start
+                               replaces a non-finite vector (bn_sqh_start) */
                 continue;
             }
             for (int64_t i = 0; i < r; i++) v[i] = (REAL)((double)v[i] / nn);
