@@ -43,9 +43,13 @@ enum {
     BN_SQ_COUNT
 };
 
-/* The coefficients of one column's state (bn_sqh_coef), cached between the
- * operators of one record: BN_SQC_COUNT reals per column, field-major. */
-enum { BN_SQC_COUNT = 13 };
+/* The coefficients of one column's state (bn_sqh_coef's fields), cached
+ * between the operators of one record: BN_SQC_COUNT reals per column,
+ * field-major. */
+#define BN_SQH_COEF_FIELDS(X) X(nu) X(gs) X(a) X(kmm) X(khm) X(kb) X(isn) X(uu) X(yu) X(zz) X(l2z2) X(cy2) X(lmax)
+#define BN_SQH_COEF_ENUM(f) BN_SQC_##f,
+enum { BN_SQH_COEF_FIELDS(BN_SQH_COEF_ENUM) BN_SQC_COUNT };
+#undef BN_SQH_COEF_ENUM
 
 /* Power products per column before the count takes over (bn_sqh_power_column;
  * 8 before the certificate had its inverse-iteration rounds, issue 7: with
@@ -57,7 +61,7 @@ enum { BN_SQC_COUNT = 13 };
  * Rayleigh quotient's error is about ρ²/gap, so with ρ² > c·tol·s²
  * (s = max(|μ|, |μ - σ|)) a count would mostly fail.  c = 1 was best of
  * 0.01-1e4 on the paper case (issue 7: products and counts per trajectory
- * and record 9.7 → 8.5 at T = 500, 7.3 → 6.9 at T = 2000). */
+ * and record 9.7 → 8.6 at T = 500, 7.3 → 6.9 at T = 2000). */
 #define BN_SQH_COUNT_RESIDUAL 1.0
 /* The count's resolution: its sums and the 3×3 inertia round, and on
  * ill-conditioned data (Hilbert, n=16, d=60: poles from 0.38 down to 1e-6)

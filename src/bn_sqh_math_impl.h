@@ -58,29 +58,20 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_prepare)(int64_t r, int6
 }
 
 /* bn_sqh_coef to and from BN_SQC_COUNT reals at stride S (the cache of one
- * record's coefficients: they depend on the state alone, not on the operator). */
+ * record's coefficients: they depend on the state alone, not on the operator),
+ * in the order of BN_SQH_COEF_FIELDS. */
 BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_coef_store)(const BN_SFX(bn_sqh_coef) *cf, REAL *c, int64_t S)
 {
-    const REAL f[BN_SQC_COUNT] = {cf->nu, cf->gs, cf->a, cf->kmm, cf->khm, cf->kb, cf->isn,
-                                  cf->uu, cf->yu, cf->zz, cf->l2z2, cf->cy2, cf->lmax};
-    for (int t = 0; t < BN_SQC_COUNT; t++) c[t * S] = f[t];
+#define BN_SQH_STORE(f) c[BN_SQC_##f * S] = cf->f;
+    BN_SQH_COEF_FIELDS(BN_SQH_STORE)
+#undef BN_SQH_STORE
 }
 
 BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_coef_load)(BN_SFX(bn_sqh_coef) *cf, const REAL *c, int64_t S)
 {
-    cf->nu = c[0];
-    cf->gs = c[S];
-    cf->a = c[2 * S];
-    cf->kmm = c[3 * S];
-    cf->khm = c[4 * S];
-    cf->kb = c[5 * S];
-    cf->isn = c[6 * S];
-    cf->uu = c[7 * S];
-    cf->yu = c[8 * S];
-    cf->zz = c[9 * S];
-    cf->l2z2 = c[10 * S];
-    cf->cy2 = c[11 * S];
-    cf->lmax = c[12 * S];
+#define BN_SQH_LOAD(f) cf->f = c[BN_SQC_##f * S];
+    BN_SQH_COEF_FIELDS(BN_SQH_LOAD)
+#undef BN_SQH_LOAD
 }
 
 /* The product (x, xg) = P^½HP^½·(v, vg), P^½ = diag(aw·I, ag) (aw = ag = 1:
@@ -189,13 +180,17 @@ BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_sqh_start)(int64_t r, const 
             for (int64_t i = 0; i < r; i++) v[i] = (REAL)bn_hvp_random(key, counter, i);
             *vg = (REAL)bn_hvp_random(key, counter, r);
         }
+        const int proj = project && zz > 0;
         REAL vv8[BN_LANES] = {0}, zv8[BN_LANES] = {0};
-        BN_LANE_LOOP(r, {
-            vv8[k] += v[i] * v[i];
-            zv8[k] += z[i] * v[i];
-        });
+        if (proj)
+            BN_LANE_LOOP(r, {
+                vv8[k] += v[i] * v[i];
+                zv8[k] += z[i] * v[i];
+            });
+        else
+            BN_LANE_LOOP(r, { vv8[k] += v[i] * v[i]; });
         REAL vv = BN_SFX(bn_lane_total)(vv8);
-        if (project && zz > 0) {
+        if (proj) {
             REAL zv = BN_SFX(bn_lane_total)(zv8), f = zv / zz, left = vv - f * zv;
             for (int64_t i = 0; i < r; i++) v[i] -= f * z[i];
             if (left < (REAL)1e-4 * vv) {
@@ -416,6 +411,24 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_solve)(const BN_SFX(bn_s
     *vg = (REAL)xg;
 }
 
+/* One step of inverse iteration: (v, vg) ← (A - θ)⁻¹(v, vg) normalized, and
+ * *mu its Rayleigh quotient (a lower bound of λ_max).  0, v not normalized,
+ * when the iterate's norm is zero or not finite. */
+BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_inverse_step)(const BN_SFX(bn_sqh_lowrank) *L, int64_t r,
+                                                                    const REAL *lam, const REAL *cy, const REAL *z,
+                                                                    int project, double theta, REAL *v, REAL *vg,
+                                                                    double *mu)
+{
+    double bx, xx;
+    BN_SFX(bn_sqh_solve)(L, r, lam, cy, z, project, theta, v, vg, &bx, &xx);
+    double nn = sqrt(xx);
+    *mu = theta + bx / xx;
+    if (!(nn > 0) || !isfinite(nn)) return 0;
+    for (int64_t i = 0; i < r; i++) v[i] = (REAL)((double)v[i] / nn);
+    *vg = (REAL)((double)*vg / nn);
+    return 1;
+}
+
 /* The certificate of one converged (or stopped) iteration with value *lam:
  * no eigenvalue above *lam + slack → 0.  Else λ_max by bisection on the count
  * to tol·max(|λ|, 8ε·bound) (*evals counts the counts), v ← its eigenvector by
@@ -456,23 +469,20 @@ BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_certify)(const BN_SFX(bn_
      * record's warm start); bisection does the rest, then two solves at the
      * final bracket give the vector. */
     int rounds = 0, solved = 0;
-    while (hi - lo > tol * fmax(fabs(lo), 8 * eps * L.bound) && *evals < 400) {
+    for (;;) {
         const double close = tol * fmax(fabs(lo), 8 * eps * L.bound);
+        if (!(hi - lo > close) || *evals >= 400) break;
         if (nlo == 1 && rounds < 2) {
-            double th = hi + (hi - lo) / 1024, bx, xx;
-            BN_SFX(bn_sqh_solve)(&L, r, lam, cy, z, project, th, v, vg, &bx, &xx);
+            double mu; /* ≤ λ_max */
+            int ok = BN_SFX(bn_sqh_inverse_step)(&L, r, lam, cy, z, project, hi + (hi - lo) / 1024, v, vg, &mu);
             *evals += 1;
             rounds++;
-            double nn = sqrt(xx);
-            if (!(nn > 0) || !isfinite(nn) || !isfinite(bx)) {
+            solved = ok && isfinite(mu);
+            if (!solved) {
                 rounds = 2; /* bisection goes on; the next record's start
                                replaces a non-finite vector (bn_sqh_start) */
                 continue;
             }
-            for (int64_t i = 0; i < r; i++) v[i] = (REAL)((double)v[i] / nn);
-            *vg = (REAL)((double)*vg / nn);
-            solved = 1;
-            double mu = th + bx / xx; /* ≤ λ_max */
             if (mu > lo && mu < hi) lo = mu;
             if (!(hi - lo > close)) break;
             double at = lo + close;
@@ -496,14 +506,9 @@ BN_HD BN_COLUMN_INLINE static inline int BN_SFX(bn_sqh_certify)(const BN_SFX(bn_
     *lam_io = 0.5 * (lo + hi);
     /* θ just above λ_max: (A - θ)⁻¹ amplifies its eigenvector most. */
     double th = hi + (hi - lo);
-    for (int step = solved ? 2 : 0; step < 2; step++) {
-        double bx, xx;
-        BN_SFX(bn_sqh_solve)(&L, r, lam, cy, z, project, th, v, vg, &bx, &xx);
-        double nn = sqrt(xx);
-        if (!(nn > 0) || !isfinite(nn)) break;
-        for (int64_t i = 0; i < r; i++) v[i] = (REAL)((double)v[i] / nn);
-        *vg = (REAL)((double)*vg / nn);
-    }
+    double mu;
+    for (int step = solved ? 2 : 0; step < 2; step++)
+        if (!BN_SFX(bn_sqh_inverse_step)(&L, r, lam, cy, z, project, th, v, vg, &mu)) break;
     return 1;
 }
 

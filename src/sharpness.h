@@ -80,8 +80,9 @@
  * after BN_SQH_POWER_CAP = 4 products, finished on the count to tol
  * relative to λ (issue 7: slow columns had taken up to the iteration limit;
  * on the paper case, products, counts and solves per trajectory and record
- * 12.5 → 10.3 → 8.5 at T = 500, the slowest column of a batch 2012 → 101).
- * (bn_sharp_apply, Lanczos, the dense Hessian) keep the general HVPs.
+ * 12.5 → 10.3 → 8.6 at T = 500, the slowest column of a batch 2012 → 101).
+ * The other operations (bn_sharp_apply, Lanczos, the dense Hessian) keep the
+ * general HVPs.
  *
  * Precision: tol is raised to 4·ε·√(d+1) of the backend precision
  * (bn_sharp_tol_effective), the level of rounding noise in μ: ≈ 4e-6 for fp32

@@ -72,12 +72,11 @@ static bn_status BN_SFX(cpu_lanczos_extend)(bn_backend *be, int64_t d, int64_t S
 }
 
 /* Columns [j0, j1) of power_square (per-ISA clones, as cpu_forward_range). */
-BN_CPU_CLONES BN_CPU_VECT_DYNAMIC static void BN_SFX(cpu_power_square_range)(int64_t j0, int64_t j1, int64_t r, int64_t n, int64_t S,
-                                                         const REAL *lam, const REAL *cy, const REAL *z,
-                                                         const REAL *g, const REAL *sw, const REAL *sg,
-                                                         int project, int warm, uint64_t seed, uint64_t counter,
-                                                         REAL *v, REAL *vg, REAL *vs, REAL *vgs, double tol,
-                                                         int64_t maxiter, REAL *io, REAL *coef, int coef_ready)
+BN_CPU_CLONES BN_CPU_VECT_DYNAMIC static void
+BN_SFX(cpu_power_square_range)(int64_t j0, int64_t j1, int64_t r, int64_t n, int64_t S, const REAL *lam,
+                               const REAL *cy, const REAL *z, const REAL *g, const REAL *sw, const REAL *sg,
+                               int project, int warm, uint64_t seed, uint64_t counter, REAL *v, REAL *vg, REAL *vs,
+                               REAL *vgs, double tol, int64_t maxiter, REAL *io, REAL *coef, int coef_ready)
 {
     for (int64_t j = j0; j < j1; j++)
         BN_SFX(bn_sqh_power_column)(r, n, lam, cy, z + j * r, g[j], sw ? sw[j] : (REAL)1, sg ? sg[j] : (REAL)1,
@@ -86,9 +85,10 @@ BN_CPU_CLONES BN_CPU_VECT_DYNAMIC static void BN_SFX(cpu_power_square_range)(int
 }
 
 /* lam, cy: r; Z, V, Vs: r×S col-major; gamma, aw, ag, vg, vgs: S; io:
- * BN_SQ_COUNT×S and coef: BN_SQC_COUNT×S field-major.  Columns take very different numbers of
- * iterations, so they are dealt out in small chunks on demand; each column's
- * arithmetic is its own, so the result does not depend on the schedule. */
+ * BN_SQ_COUNT×S and coef: BN_SQC_COUNT×S field-major.  Columns take very
+ * different numbers of iterations, so they are dealt out in small chunks on
+ * demand; each column's arithmetic is its own, so the result does not depend
+ * on the schedule. */
 static bn_status BN_SFX(cpu_power_square)(bn_backend *be, int64_t r, int64_t n, int64_t S, const void *lam,
                                           const void *cy, const void *Z, const void *gamma, const void *aw,
                                           const void *ag, int project, int warm, uint64_t seed, uint64_t counter,
