@@ -134,17 +134,21 @@ BN_HD static inline int bn_power_control(bn_power_state *c, double mu, double nv
 #define REAL double
 #define BN_SFX(name) name##_f64
 #define R_SQRT sqrt
+#define R_FABS fabs
 #include "bn_hvp_math_impl.h"
 #undef REAL
 #undef BN_SFX
 #undef R_SQRT
+#undef R_FABS
 
 #define REAL float
 #define BN_SFX(name) name##_f32
 #define R_SQRT sqrtf
+#define R_FABS fabsf
 #include "bn_hvp_math_impl.h"
 #undef REAL
 #undef BN_SFX
 #undef R_SQRT
+#undef R_FABS
 
 #endif

@@ -2,36 +2,43 @@
  * No include guard on purpose.
  *
  * Notation (MODEL.md): u = Xc w, s = ‖u‖/√n, z = γu/s, r = ℓ'(z)/n,
- * c = uᵀr/(n s²); h = ℓ''(z)/n.  Direction (v, δ) for (w, γ), u̇ = Xc v. */
+ * c = uᵀr/(n s²); h = ℓ''(z)/n.  Direction (v, δ) for (w, γ), u̇ = Xc v.
+ *
+ * Every column sum uses the BN_LANES partial sums of bn_math.h (bn_lane_total):
+ * a serial sum is one dependent add per entry, and at the paper's sizes those
+ * latency chains, not the matrix products, were most of a general power
+ * iteration's time (issue 7, logistic loss).  Loops that write a vector and
+ * loops that sum are kept apart, so that both vectorize. */
 
 /* State pass of one column, after u = Xc w:
  *   r_out[i] = ℓ'(z_i)/n, h_out[i] = ℓ''(z_i)/n (n each),
  *   hs: column j of the BN_HS block (stride S between fields).
  * z is computed exactly as bn_forward_column does (g_s = γ/s, z = g_s·u). */
-BN_HD static inline void BN_SFX(bn_hvp_prepare_column)(int64_t n, const REAL *u, const REAL *y,
+BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_hvp_prepare_column)(int64_t n, const REAL *u, const REAL *y,
                                                        REAL gamma, int logistic, REAL *r_out,
                                                        REAL *h_out, REAL *hs, int64_t S)
 {
-    REAL ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += u[i] * u[i];
+    REAL ss8[BN_LANES] = {0};
+    BN_LANE_LOOP(n, { ss8[k] += u[i] * u[i]; });
     REAL rn = (REAL)n;
-    REAL s = R_SQRT(ss / rn);
+    REAL s = R_SQRT(BN_SFX(bn_lane_total)(ss8) / rn);
     REAL g_s = gamma / s;
-    REAL ur = 0, huu = 0;
     for (int64_t i = 0; i < n; i++) {
         REAL z = g_s * u[i];
-        REAL r = BN_SFX(bn_loss_d1)(logistic, z, y[i]) / rn;
-        REAL h = BN_SFX(bn_loss_d2)(logistic, z, y[i]) / rn;
-        r_out[i] = r;
-        h_out[i] = h;
-        ur += u[i] * r;
-        huu += h * u[i] * u[i];
+        r_out[i] = BN_SFX(bn_loss_d1)(logistic, z, y[i]) / rn;
+        h_out[i] = BN_SFX(bn_loss_d2)(logistic, z, y[i]) / rn;
     }
+    REAL ur8[BN_LANES] = {0}, huu8[BN_LANES] = {0};
+    BN_LANE_LOOP(n, {
+        ur8[k] += u[i] * r_out[i];
+        huu8[k] += h_out[i] * u[i] * u[i];
+    });
+    REAL ur = BN_SFX(bn_lane_total)(ur8);
     hs[BN_HS_S * S] = s;
     hs[BN_HS_GAMMA * S] = gamma;
     hs[BN_HS_C * S] = ur / (rn * s * s);
     hs[BN_HS_UR * S] = ur;
-    hs[BN_HS_HUU * S] = huu;
+    hs[BN_HS_HUU * S] = BN_SFX(bn_lane_total)(huu8);
 }
 
 /* The scalars of one HVP column.  ż = A·u + B·u̇ with A = δ/s - γṡ/s² and
@@ -82,19 +89,20 @@ BN_HD static inline REAL BN_SFX(bn_hvp_qdot_elem)(const BN_SFX(bn_hvp_coef) *cf,
  *   delta: the raw γ-part of the direction, aw/ag: scalings (1 = plain HVP),
  *   qdot_out (n): aw·q̇, so that Xcᵀ·qdot_out = aw·(H·(aw·v, ag·δ))_w.
  * Returns ag·(H·(aw·v, ag·δ))_γ.  Two passes over n: the sums, then q̇. */
-BN_HD static inline REAL BN_SFX(bn_hvp_column)(int64_t n, const REAL *u, const REAL *r,
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_hvp_column)(int64_t n, const REAL *u, const REAL *r,
                                                const REAL *h, const REAL *hs, int64_t S,
                                                const REAL *ud, REAL delta, REAL aw, REAL ag,
                                                REAL *qdot_out)
 {
-    REAL p_uu = 0, p_ru = 0, p_huu = 0;
-    for (int64_t i = 0; i < n; i++) {
-        p_uu += u[i] * ud[i];
-        p_ru += r[i] * ud[i];
-        p_huu += h[i] * u[i] * ud[i];
-    }
+    REAL uu8[BN_LANES] = {0}, ru8[BN_LANES] = {0}, huu8[BN_LANES] = {0};
+    BN_LANE_LOOP(n, {
+        uu8[k] += u[i] * ud[i];
+        ru8[k] += r[i] * ud[i];
+        huu8[k] += h[i] * u[i] * ud[i];
+    });
     BN_SFX(bn_hvp_coef) cf;
-    REAL hg = BN_SFX(bn_hvp_coeffs)(n, hs, S, p_uu, p_ru, p_huu, delta, aw, ag, &cf);
+    REAL hg = BN_SFX(bn_hvp_coeffs)(n, hs, S, BN_SFX(bn_lane_total)(uu8), BN_SFX(bn_lane_total)(ru8),
+                                    BN_SFX(bn_lane_total)(huu8), delta, aw, ag, &cf);
     for (int64_t i = 0; i < n; i++) qdot_out[i] = BN_SFX(bn_hvp_qdot_elem)(&cf, r[i], h[i], u[i], ud[i]);
     return hg;
 }
@@ -108,23 +116,27 @@ BN_HD static inline REAL BN_SFX(bn_hvp_column)(int64_t n, const REAL *u, const R
  * Writes μ = VᵀX/‖V‖² (the Rayleigh quotient) to ctl[MU] and
  *   V ← Π(X - σV)/‖V‖  (= Π(A - σI)V̂ for the unit V̂),
  * and its norm to ctl[NV].  Two passes over d. */
-BN_HD static inline void BN_SFX(bn_power_update_column)(int64_t d, REAL *v, REAL *vg, const REAL *x,
+BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_power_update_column)(int64_t d, REAL *v, REAL *vg, const REAL *x,
                                                         REAL xg, const REAL *w, int project,
                                                         REAL *ctl, int64_t S)
 {
     REAL nv = ctl[BN_SC_NV * S], sigma = ctl[BN_SC_SIGMA * S];
-    REAL a = 0, ww = 0, wx = 0, wv = 0;
+    REAL a8[BN_LANES] = {0}, ww = 0, wx = 0, wv = 0;
     if (project) {
-        for (int64_t i = 0; i < d; i++) {
-            a += v[i] * x[i];
-            ww += w[i] * w[i];
-            wx += w[i] * x[i];
-            wv += w[i] * v[i];
-        }
+        REAL ww8[BN_LANES] = {0}, wx8[BN_LANES] = {0}, wv8[BN_LANES] = {0};
+        BN_LANE_LOOP(d, {
+            a8[k] += v[i] * x[i];
+            ww8[k] += w[i] * w[i];
+            wx8[k] += w[i] * x[i];
+            wv8[k] += w[i] * v[i];
+        });
+        ww = BN_SFX(bn_lane_total)(ww8);
+        wx = BN_SFX(bn_lane_total)(wx8);
+        wv = BN_SFX(bn_lane_total)(wv8);
     } else {
-        for (int64_t i = 0; i < d; i++) a += v[i] * x[i];
+        BN_LANE_LOOP(d, { a8[k] += v[i] * x[i]; });
     }
-    a += *vg * xg;
+    REAL a = BN_SFX(bn_lane_total)(a8) + *vg * xg;
     REAL inv = (REAL)1 / nv;
     REAL pc = (project && ww > 0) ? (wx - sigma * wv) * inv / ww : (REAL)0;
     /* Components along eigenvalues much smaller than the dominant one shrink
@@ -132,28 +144,27 @@ BN_HD static inline void BN_SFX(bn_power_update_column)(int64_t d, REAL *v, REAL
      * slows every later product many times over: flush them to zero far below
      * the precision (the norm of V is the previous one, ≈ |λ_dom(A - σI)|). */
     const REAL tiny = nv * (REAL)(sizeof(REAL) == sizeof(float) ? 1e-25 : 1e-150);
-    REAL yy = 0;
     for (int64_t i = 0; i < d; i++) {
         REAL yi = (x[i] - sigma * v[i]) * inv - pc * w[i];
-        if (yi < tiny && yi > -tiny) yi = 0;
-        v[i] = yi;
-        yy += yi * yi;
+        v[i] = R_FABS(yi) < tiny ? (REAL)0 : yi;
     }
+    REAL yy8[BN_LANES] = {0};
+    BN_LANE_LOOP(d, { yy8[k] += v[i] * v[i]; });
     REAL yg = (xg - sigma * *vg) * inv;
     *vg = yg;
-    yy += yg * yg;
     ctl[BN_SC_MU * S] = a * inv * inv;
-    ctl[BN_SC_NV * S] = R_SQRT(yy);
+    ctl[BN_SC_NV * S] = R_SQRT(BN_SFX(bn_lane_total)(yy8) + yg * yg);
 }
 
 /* v ← Πv = v - ŵ(ŵᵀv) (the w-part; the γ-part is untouched). */
-BN_HD static inline void BN_SFX(bn_hvp_project)(int64_t d, const REAL *w, REAL *v)
+BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_hvp_project)(int64_t d, const REAL *w, REAL *v)
 {
-    REAL ww = 0, wv = 0;
-    for (int64_t i = 0; i < d; i++) {
-        ww += w[i] * w[i];
-        wv += w[i] * v[i];
-    }
+    REAL ww8[BN_LANES] = {0}, wv8[BN_LANES] = {0};
+    BN_LANE_LOOP(d, {
+        ww8[k] += w[i] * w[i];
+        wv8[k] += w[i] * v[i];
+    });
+    REAL ww = BN_SFX(bn_lane_total)(ww8), wv = BN_SFX(bn_lane_total)(wv8);
     if (ww > 0) {
         REAL f = wv / ww;
         for (int64_t i = 0; i < d; i++) v[i] -= f * w[i];
@@ -162,31 +173,31 @@ BN_HD static inline void BN_SFX(bn_hvp_project)(int64_t d, const REAL *w, REAL *
 
 /* Extends an orthonormal basis of one column by one vector.
  *   qw: the column's w-parts, slot i at qw + i·d·S (d entries);
- *   qg: its γ-parts, slot i at qg[i·S];  slots 0..k hold the basis (k ≥ -1).
+ *   qg: its γ-parts, slot i at qg[i·S];  slots 0..kt hold the basis (kt ≥ -1).
  *   x (d), xg: the new vector (NULL: the random vector (key, counter)).
- * When x is given and k ≥ 0, ctl[ALPHA] = q_kᵀx (the Lanczos α_k).
- * Then slot k+1 ← x, projected with Π when project != 0, orthogonalized
- * against slots 0..k by modified Gram-Schmidt applied twice, projected with Π
+ * When x is given and kt ≥ 0, ctl[ALPHA] = q_ktᵀx (the Lanczos α_kt).
+ * Then slot kt+1 ← x, projected with Π when project != 0, orthogonalized
+ * against slots 0..kt by modified Gram-Schmidt applied twice, projected with Π
  * again, and divided by its norm β, which goes to ctl[BETA] (β = 0 leaves a
  * zero vector).
  * coef (may be NULL; stride S): coef[b·S] = the sum over both passes of the
- * coefficient removed along slot b (b = 0..k), i.e. q_bᵀ(Πx) up to rounding:
- * column k of the Rayleigh-Ritz matrix QᵀAQ when x = A q_k.
- * x may be slot k+1 itself; it must not overlap slots 0..k otherwise. */
-BN_HD static inline void BN_SFX(bn_lanczos_extend_column)(int64_t d, int64_t S, int64_t k, REAL *qw,
+ * coefficient removed along slot b (b = 0..kt), i.e. q_bᵀ(Πx) up to rounding:
+ * column kt of the Rayleigh-Ritz matrix QᵀAQ when x = A q_kt.
+ * x may be slot kt+1 itself; it must not overlap slots 0..kt otherwise. */
+BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lanczos_extend_column)(int64_t d, int64_t S, int64_t kt, REAL *qw,
                                                           REAL *qg, const REAL *x, const REAL *xg,
                                                           const REAL *w, int project, uint64_t key,
                                                           uint64_t counter, REAL *ctl, REAL *coef)
 {
     const int64_t ws = d * S; /* stride between slots of the w-parts */
-    REAL *dst = qw + (k + 1) * ws;
-    REAL *dg = qg + (k + 1) * S;
+    REAL *dst = qw + (kt + 1) * ws;
+    REAL *dg = qg + (kt + 1) * S;
     if (x) {
-        if (k >= 0) {
-            const REAL *qk = qw + k * ws;
-            REAL a = 0;
-            for (int64_t i = 0; i < d; i++) a += qk[i] * x[i];
-            ctl[BN_SC_ALPHA * S] = a + qg[k * S] * *xg;
+        if (kt >= 0) {
+            const REAL *qk = qw + kt * ws;
+            REAL a8[BN_LANES] = {0};
+            BN_LANE_LOOP(d, { a8[k] += qk[i] * x[i]; });
+            ctl[BN_SC_ALPHA * S] = BN_SFX(bn_lane_total)(a8) + qg[kt * S] * *xg;
         }
         if (x != dst)
             for (int64_t i = 0; i < d; i++) dst[i] = x[i];
@@ -197,12 +208,12 @@ BN_HD static inline void BN_SFX(bn_lanczos_extend_column)(int64_t d, int64_t S, 
     }
     if (project) BN_SFX(bn_hvp_project)(d, w, dst);
     for (int pass = 0; pass < 2; pass++)
-        for (int64_t b = 0; b <= k; b++) {
+        for (int64_t b = 0; b <= kt; b++) {
             const REAL *qb = qw + b * ws;
             REAL qgb = qg[b * S];
-            REAL c = 0;
-            for (int64_t i = 0; i < d; i++) c += qb[i] * dst[i];
-            c += qgb * *dg;
+            REAL c8[BN_LANES] = {0};
+            BN_LANE_LOOP(d, { c8[k] += qb[i] * dst[i]; });
+            REAL c = BN_SFX(bn_lane_total)(c8) + qgb * *dg;
             for (int64_t i = 0; i < d; i++) dst[i] -= c * qb[i];
             *dg -= c * qgb;
             if (coef) coef[b * S] = pass ? coef[b * S] + c : c;
@@ -211,10 +222,9 @@ BN_HD static inline void BN_SFX(bn_lanczos_extend_column)(int64_t d, int64_t S, 
      * relative to the new vector, not to x (it would otherwise grow from step
      * to step like an eigenvector of eigenvalue 0). */
     if (project) BN_SFX(bn_hvp_project)(d, w, dst);
-    REAL nn = 0;
-    for (int64_t i = 0; i < d; i++) nn += dst[i] * dst[i];
-    nn += *dg * *dg;
-    REAL beta = R_SQRT(nn);
+    REAL nn8[BN_LANES] = {0};
+    BN_LANE_LOOP(d, { nn8[k] += dst[i] * dst[i]; });
+    REAL beta = R_SQRT(BN_SFX(bn_lane_total)(nn8) + *dg * *dg);
     if (beta > 0) {
         REAL inv = (REAL)1 / beta;
         for (int64_t i = 0; i < d; i++) dst[i] *= inv;

@@ -99,14 +99,19 @@ static bn_status cpu_synchronize(bn_backend *be)
  * dozen entries with a ragged end; at -O2, gcc's "very cheap" vectorizer
  * leaves the copies, the tails and the loops that need an alias check scalar.
  * Its dynamic cost model vectorizes them (issue 7: a warm column's three
- * operators ~15% faster, measured in isolation).  Only there: the step
- * kernels were tuned as they are. */
+ * operators ~15% faster, measured in isolation), and the general sharpness
+ * ops' lane sums with them.  Only there: the step kernels were tuned as
+ * they are. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define BN_CPU_VECT_DYNAMIC __attribute__((optimize("vect-cost-model=dynamic")))
 #else
 #define BN_CPU_VECT_DYNAMIC
 #endif
 #define BN_CPU_CHUNK 16
+/* The end of column chunk c (BN_CPU_CHUNK columns each) of S. */
+#define BN_CPU_CHUNK_END(c, S) ((c) * BN_CPU_CHUNK + BN_CPU_CHUNK < (S) ? (c) * BN_CPU_CHUNK + BN_CPU_CHUNK : (S))
+/* The general sharpness ops' column ranges (cpu_hvp_impl.h). */
+#define BN_CPU_COLUMN_RANGE BN_CPU_CLONES BN_CPU_VECT_DYNAMIC static void
 
 /* The CPU ops' column loops (internal.h's BN_PAR_FOR on be->threads). */
 #define BN_CPU_FOR(cond, sched, var, count, ...) \

@@ -1,22 +1,43 @@
 /* Template body of the CPU backend's sharpness ops (issue 3): included by
  * cpu_ops_impl.h with REAL = double (fp64) and REAL = float (fp32).  Every op
- * applies one bn_hvp_math.h function per column, columns in parallel (OpenMP),
- * each column summed serially: a column's result depends neither on S nor on
- * the thread count.  No include guard on purpose. */
+ * applies one bn_hvp_math.h function per column, chunks of columns in
+ * parallel (OpenMP), each column summed in an order fixed by its length: a
+ * column's result depends neither on S nor on the thread count.  No include guard on purpose. */
+
+/* The column ranges (BN_CPU_COLUMN_RANGE) are compiled once per instruction
+ * set with the dynamic vectorizer cost model, like cpu_power_square_range:
+ * the lane sums of bn_hvp_math.h run over a few dozen entries (r = 63 on the
+ * paper case) with a ragged end.  Every clone does the same IEEE operations. */
+
+BN_CPU_COLUMN_RANGE BN_SFX(cpu_hvp_prepare_range)(int64_t j0, int64_t j1, int64_t n, int64_t S, const REAL *u,
+                                                  const REAL *y, const REAL *g, int logistic, REAL *r, REAL *h,
+                                                  REAL *st)
+{
+    for (int64_t j = j0; j < j1; j++)
+        BN_SFX(bn_hvp_prepare_column)(n, u + j * n, y, g[j], logistic, r + j * n, h + j * n, st + j, S);
+}
 
 /* U, R, H2: n×S col-major; y: n; gamma: S; hs: BN_HS_COUNT×S field-major. */
 static bn_status BN_SFX(cpu_hvp_prepare_columns)(bn_backend *be, int64_t n, int64_t S,
                                                  const void *U, const void *y, const void *gamma,
                                                  int logistic, void *R, void *H2, void *hs)
 {
-    const REAL *u = (const REAL *)U;
-    const REAL *g = (const REAL *)gamma;
-    REAL *r = (REAL *)R, *h = (REAL *)H2, *st = (REAL *)hs;
-    BN_CPU_FOR(S > 1 && (n * S) > 4096, static, j, S, {
-        BN_SFX(bn_hvp_prepare_column)(n, u + j * n, (const REAL *)y, g[j], logistic, r + j * n,
-                                      h + j * n, st + j, S);
+    int64_t chunks = (S + BN_CPU_CHUNK - 1) / BN_CPU_CHUNK;
+    BN_CPU_FOR(chunks > 1 && (n * S) > 4096, static, c, chunks, {
+        BN_SFX(cpu_hvp_prepare_range)(c * BN_CPU_CHUNK, BN_CPU_CHUNK_END(c, S), n, S, (const REAL *)U,
+                                      (const REAL *)y, (const REAL *)gamma, logistic, (REAL *)R, (REAL *)H2,
+                                      (REAL *)hs);
     });
     return BN_OK;
+}
+
+BN_CPU_COLUMN_RANGE BN_SFX(cpu_hvp_range)(int64_t j0, int64_t j1, int64_t n, int64_t S, const REAL *u,
+                                          const REAL *r, const REAL *h, const REAL *st, const REAL *ud,
+                                          const REAL *dv, const REAL *sw, const REAL *sg, REAL *q, REAL *out)
+{
+    for (int64_t j = j0; j < j1; j++)
+        out[j] = BN_SFX(bn_hvp_column)(n, u + j * n, r + j * n, h + j * n, st + j, S, ud + j * n, dv[j],
+                                       sw ? sw[j] : (REAL)1, sg ? sg[j] : (REAL)1, q + j * n);
 }
 
 /* Udot, Qdot: n×S col-major; vg, hg, aw, ag: S (aw/ag NULL = ones). */
@@ -25,16 +46,22 @@ static bn_status BN_SFX(cpu_hvp_columns)(bn_backend *be, int64_t n, int64_t S, c
                                          const void *Udot, const void *vg, const void *aw,
                                          const void *ag, void *Qdot, void *hg)
 {
-    const REAL *u = (const REAL *)U, *r = (const REAL *)R, *h = (const REAL *)H2;
-    const REAL *st = (const REAL *)hs, *ud = (const REAL *)Udot, *dv = (const REAL *)vg;
-    const REAL *sw = (const REAL *)aw, *sg = (const REAL *)ag;
-    REAL *q = (REAL *)Qdot, *out = (REAL *)hg;
-    BN_CPU_FOR(S > 1 && (n * S) > 4096, static, j, S, {
-        out[j] = BN_SFX(bn_hvp_column)(n, u + j * n, r + j * n, h + j * n, st + j, S, ud + j * n,
-                                       dv[j], sw ? sw[j] : (REAL)1, sg ? sg[j] : (REAL)1,
-                                       q + j * n);
+    int64_t chunks = (S + BN_CPU_CHUNK - 1) / BN_CPU_CHUNK;
+    BN_CPU_FOR(chunks > 1 && (n * S) > 4096, static, c, chunks, {
+        BN_SFX(cpu_hvp_range)(c * BN_CPU_CHUNK, BN_CPU_CHUNK_END(c, S), n, S, (const REAL *)U, (const REAL *)R,
+                              (const REAL *)H2, (const REAL *)hs, (const REAL *)Udot, (const REAL *)vg,
+                              (const REAL *)aw, (const REAL *)ag, (REAL *)Qdot, (REAL *)hg);
     });
     return BN_OK;
+}
+
+BN_CPU_COLUMN_RANGE BN_SFX(cpu_power_update_range)(int64_t j0, int64_t j1, int64_t d, int64_t S, REAL *v, REAL *g,
+                                                   const REAL *x, const REAL *xgv, const REAL *w, int project,
+                                                   REAL *c)
+{
+    for (int64_t j = j0; j < j1; j++)
+        if (c[BN_SC_ACTIVE * S + j] != 0)
+            BN_SFX(bn_power_update_column)(d, v + j * d, g + j, x + j * d, xgv[j], w + j * d, project, c + j, S);
 }
 
 /* V, X, W: d×S col-major; vg, xg: S; ctl: BN_SC_COUNT×S field-major. */
@@ -42,14 +69,24 @@ static bn_status BN_SFX(cpu_power_update)(bn_backend *be, int64_t d, int64_t S, 
                                           const void *X, const void *xg, const void *W,
                                           int project, void *ctl)
 {
-    REAL *v = (REAL *)V, *g = (REAL *)vg, *c = (REAL *)ctl;
-    const REAL *x = (const REAL *)X, *xgv = (const REAL *)xg, *w = (const REAL *)W;
-    BN_CPU_FOR(S > 1 && (d * S) > 4096, static, j, S, {
-        if (c[BN_SC_ACTIVE * S + j] != 0)
-            BN_SFX(bn_power_update_column)(d, v + j * d, g + j, x + j * d, xgv[j], w + j * d,
-                                           project, c + j, S);
+    int64_t chunks = (S + BN_CPU_CHUNK - 1) / BN_CPU_CHUNK;
+    BN_CPU_FOR(chunks > 1 && (d * S) > 4096, static, c, chunks, {
+        BN_SFX(cpu_power_update_range)(c * BN_CPU_CHUNK, BN_CPU_CHUNK_END(c, S), d, S, (REAL *)V, (REAL *)vg,
+                                       (const REAL *)X, (const REAL *)xg, (const REAL *)W, project, (REAL *)ctl);
     });
     return BN_OK;
+}
+
+BN_CPU_COLUMN_RANGE BN_SFX(cpu_lanczos_extend_range)(int64_t j0, int64_t j1, int64_t d, int64_t S, int64_t k,
+                                                     REAL *qw, REAL *qg, const REAL *x, const REAL *xgv,
+                                                     const REAL *w, int project, uint64_t seed, uint64_t counter,
+                                                     REAL *c, REAL *cf)
+{
+    for (int64_t j = j0; j < j1; j++)
+        if (c[BN_SC_ACTIVE * S + j] != 0)
+            BN_SFX(bn_lanczos_extend_column)(d, S, k, qw + j * d, qg + j, x ? x + j * d : NULL,
+                                             x ? xgv + j : NULL, w + j * d, project, seed + (uint64_t)j,
+                                             counter, c + j, cf ? cf + j : NULL);
 }
 
 /* QW: slots of d×S col-major (slot i at i·d·S); QG: slots of S; X: d×S or
@@ -59,14 +96,12 @@ static bn_status BN_SFX(cpu_lanczos_extend)(bn_backend *be, int64_t d, int64_t S
                                             const void *W, int project, uint64_t seed,
                                             uint64_t counter, void *ctl, void *coef)
 {
-    REAL *qw = (REAL *)QW, *qg = (REAL *)QG, *c = (REAL *)ctl, *cf = (REAL *)coef;
-    const REAL *x = (const REAL *)X, *xgv = (const REAL *)xg, *w = (const REAL *)W;
+    int64_t chunks = (S + BN_CPU_CHUNK - 1) / BN_CPU_CHUNK;
     int64_t work = d * S * (k + 3);
-    BN_CPU_FOR(S > 1 && work > 8192, static, j, S, {
-        if (c[BN_SC_ACTIVE * S + j] != 0)
-            BN_SFX(bn_lanczos_extend_column)(d, S, k, qw + j * d, qg + j, x ? x + j * d : NULL,
-                                             x ? xgv + j : NULL, w + j * d, project,
-                                             seed + (uint64_t)j, counter, c + j, cf ? cf + j : NULL);
+    BN_CPU_FOR(chunks > 1 && work > 8192, static, c, chunks, {
+        BN_SFX(cpu_lanczos_extend_range)(c * BN_CPU_CHUNK, BN_CPU_CHUNK_END(c, S), d, S, k, (REAL *)QW,
+                                         (REAL *)QG, (const REAL *)X, (const REAL *)xg, (const REAL *)W, project,
+                                         seed, counter, (REAL *)ctl, (REAL *)coef);
     });
     return BN_OK;
 }

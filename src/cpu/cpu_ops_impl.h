@@ -57,7 +57,7 @@ static bn_status BN_SFX(cpu_forward_columns)(bn_backend *be, int64_t n, int64_t 
 {
     int64_t chunks = (S + BN_CPU_CHUNK - 1) / BN_CPU_CHUNK;
     BN_CPU_FOR(chunks > 1 && (n * S) > 4096, static, c, chunks, {
-        BN_SFX(cpu_forward_range)(c * BN_CPU_CHUNK, c * BN_CPU_CHUNK + BN_CPU_CHUNK < S ? c * BN_CPU_CHUNK + BN_CPU_CHUNK : S,
+        BN_SFX(cpu_forward_range)(c * BN_CPU_CHUNK, BN_CPU_CHUNK_END(c, S),
                                   n, S, (const REAL *)U, (const REAL *)y, (const REAL *)uhat,
                                   (const REAL *)gamma, logistic, (REAL *)Q, (REAL *)stats);
     });
@@ -86,7 +86,7 @@ static bn_status BN_SFX(cpu_update_columns)(bn_backend *be, int64_t d, int64_t S
 {
     int64_t chunks = (S + BN_CPU_CHUNK - 1) / BN_CPU_CHUNK;
     BN_CPU_FOR(chunks > 1 && (d * S) > 4096, static, c, chunks, {
-        BN_SFX(cpu_update_range)(c * BN_CPU_CHUNK, c * BN_CPU_CHUNK + BN_CPU_CHUNK < S ? c * BN_CPU_CHUNK + BN_CPU_CHUNK : S,
+        BN_SFX(cpu_update_range)(c * BN_CPU_CHUNK, BN_CPU_CHUNK_END(c, S),
                                  d, S, (REAL *)W, (const REAL *)G, (const REAL *)ehat,
                                  (const REAL *)eta_w, (const REAL *)eta_gamma, (REAL *)gamma, update,
                                  (REAL *)stats, step, diverged_step);
