@@ -25,8 +25,9 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_hvp_prepare_column)(int64_t 
     REAL g_s = gamma / s;
     for (int64_t i = 0; i < n; i++) {
         REAL z = g_s * u[i];
-        r_out[i] = BN_SFX(bn_loss_d1)(logistic, z, y[i]) / rn;
-        h_out[i] = BN_SFX(bn_loss_d2)(logistic, z, y[i]) / rn;
+        REAL d2;
+        r_out[i] = BN_SFX(bn_loss_d1_d2)(logistic, z, y[i], &d2) / rn;
+        h_out[i] = d2 / rn;
     }
     REAL ur8[BN_LANES] = {0}, huu8[BN_LANES] = {0};
     BN_LANE_LOOP(n, {

@@ -103,8 +103,9 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
         },
         [&](int k, int64_t i) {
             const T z = g_s * ub[k];
-            v3[0] += bn_m<T>::loss_value(logistic, z, yb[k]);
-            const T r = bn_m<T>::loss_d1(logistic, z, yb[k]) / rn;
+            T d1;
+            v3[0] += bn_m<T>::loss_value_d1(logistic, z, yb[k], &d1);
+            const T r = d1 / rn;
             v3[1] += ub[k] * r;
             if (kept) rb[k] = r;
             else q[i] = r;

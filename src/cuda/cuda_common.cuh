@@ -86,14 +86,12 @@ template <typename T> struct bn_col_step {
 /* Per-precision adapters over bn_math.h, so one kernel text serves both. */
 template <typename T> struct bn_m;
 template <> struct bn_m<double> {
-    __host__ __device__ static double loss_value(int lg, double z, double y) { return bn_loss_value_f64(lg, z, y); }
-    __host__ __device__ static double loss_d1(int lg, double z, double y) { return bn_loss_d1_f64(lg, z, y); }
+    __host__ __device__ static double loss_value_d1(int lg, double z, double y, double *d1) { return bn_loss_value_d1_f64(lg, z, y, d1); }
     __host__ __device__ static double grad_q(double g_s, double r, double c, double u) { return bn_grad_q_elem_f64(g_s, r, c, u); }
     __host__ __device__ static double sqrt_(double x) { return sqrt(x); }
 };
 template <> struct bn_m<float> {
-    __host__ __device__ static float loss_value(int lg, float z, float y) { return bn_loss_value_f32(lg, z, y); }
-    __host__ __device__ static float loss_d1(int lg, float z, float y) { return bn_loss_d1_f32(lg, z, y); }
+    __host__ __device__ static float loss_value_d1(int lg, float z, float y, float *d1) { return bn_loss_value_d1_f32(lg, z, y, d1); }
     __host__ __device__ static float grad_q(float g_s, float r, float c, float u) { return bn_grad_q_elem_f32(g_s, r, c, u); }
     __host__ __device__ static float sqrt_(float x) { return sqrtf(x); }
 };
@@ -103,8 +101,7 @@ template <> struct bn_m<float> {
 template <typename T> struct bn_hm;
 template <> struct bn_hm<double> {
     typedef bn_hvp_coef_f64 coef;
-    __host__ __device__ static double loss_d1(int lg, double z, double y) { return bn_loss_d1_f64(lg, z, y); }
-    __host__ __device__ static double loss_d2(int lg, double z, double y) { return bn_loss_d2_f64(lg, z, y); }
+    __host__ __device__ static double loss_d1_d2(int lg, double z, double y, double *d2) { return bn_loss_d1_d2_f64(lg, z, y, d2); }
     __host__ __device__ static double coeffs(int64_t n, const double *hs, int64_t S, double p_uu, double p_ru,
                                              double p_huu, double delta, double aw, double ag, coef *cf)
     {
@@ -118,8 +115,7 @@ template <> struct bn_hm<double> {
 };
 template <> struct bn_hm<float> {
     typedef bn_hvp_coef_f32 coef;
-    __host__ __device__ static float loss_d1(int lg, float z, float y) { return bn_loss_d1_f32(lg, z, y); }
-    __host__ __device__ static float loss_d2(int lg, float z, float y) { return bn_loss_d2_f32(lg, z, y); }
+    __host__ __device__ static float loss_d1_d2(int lg, float z, float y, float *d2) { return bn_loss_d1_d2_f32(lg, z, y, d2); }
     __host__ __device__ static float coeffs(int64_t n, const float *hs, int64_t S, float p_uu, float p_ru,
                                             float p_huu, float delta, float aw, float ag, coef *cf)
     {

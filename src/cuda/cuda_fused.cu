@@ -206,8 +206,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1)
                 const int i = lane + 32 * m;
                 if (i < n) {
                     const T z = g_s * u[m];
-                    loss += bn_m<T>::loss_value(a.logistic, z, ys[i]);
-                    r[m] = bn_m<T>::loss_d1(a.logistic, z, ys[i]) / rn;
+                    T d1;
+                    loss += bn_m<T>::loss_value_d1(a.logistic, z, ys[i], &d1);
+                    r[m] = d1 / rn;
                     dot += u[m] * r[m];
                     const T e = u[m] - al * uhs[i];
                     bres += e * e;

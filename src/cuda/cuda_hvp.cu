@@ -97,8 +97,9 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     for (int64_t i = lane; i < n; i += TPC) {
         const T ui = u[i], yi = y[i];
         const T z = g_s * ui;
-        const T ri = bn_hm<T>::loss_d1(logistic, z, yi) / rn;
-        const T hi = bn_hm<T>::loss_d2(logistic, z, yi) / rn;
+        T d2;
+        const T ri = bn_hm<T>::loss_d1_d2(logistic, z, yi, &d2) / rn;
+        const T hi = d2 / rn;
         r[i] = ri;
         h[i] = hi;
         v2[0] += ui * ri;
