@@ -35,6 +35,34 @@ static bn_status check_dims(const char *what, int64_t m, int64_t n)
     return BN_OK;
 }
 
+/* Every BLAS and LAPACK call runs on one OpenBLAS thread.  OpenBLAS splits
+ * its work by its thread count (by default the number of cores), and the
+ * rounding follows the split: on this machine the hilbert data set, the
+ * row-space basis and with them whole trajectories differed between
+ * OPENBLAS_NUM_THREADS=1 and 2 (issue 7, found while comparing runs).  A seed
+ * must give the same numbers on a 2-core CI runner and a 16-core laptop.
+ * These calls set a run up (data, references, bases); the steps use the
+ * deterministic GEMM (cpu/det_gemm.c).  The caller's setting is restored,
+ * so a benchmark's own BLAS calls keep their threads. */
+static int la_serial_enter(void)
+{
+    int nt = openblas_get_num_threads();
+    if (nt != 1) openblas_set_num_threads(1);
+    return nt;
+}
+
+static void la_serial_leave(int nt)
+{
+    if (nt != 1) openblas_set_num_threads(nt);
+}
+
+#define LA_SERIAL(stmt)                    \
+    do {                                   \
+        int la_nt_ = la_serial_enter();    \
+        stmt;                              \
+        la_serial_leave(la_nt_);           \
+    } while (0)
+
 static double *alloc_doubles(int64_t a, int64_t b)
 {
     size_t count = bn_mul_size((size_t)a, (size_t)b);
@@ -59,21 +87,21 @@ void bn_la_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, doubl
                 const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
                 double *C, int64_t ldc)
 {
-    cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha,
-                A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    LA_SERIAL(cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                          trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha,
+                          A, (int)lda, B, (int)ldb, beta, C, (int)ldc));
 }
 
 void bn_la_gemv(int trans_a, int64_t m, int64_t n, double alpha, const double *A,
                 const double *x, double beta, double *y)
 {
-    cblas_dgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, (int)m, (int)n,
-                alpha, A, (int)n, x, 1, beta, y, 1);
+    LA_SERIAL(cblas_dgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+                          alpha, A, (int)n, x, 1, beta, y, 1));
 }
 
 void bn_la_rot(int64_t len, double *x, double *y, double c, double s)
 {
-    cblas_drot((int)len, x, 1, y, 1, c, s);
+    LA_SERIAL(cblas_drot((int)len, x, 1, y, 1, c, s));
 }
 
 bn_status bn_la_lstsq(const double *A, int64_t m, int64_t n, const double *B, int64_t nrhs,
@@ -99,9 +127,10 @@ bn_status bn_la_lstsq(const double *A, int64_t m, int64_t n, const double *B, in
     memcpy(b, B, (size_t)m * (size_t)nrhs * sizeof(double));
     if (rows_b > m) memset(b + m * nrhs, 0, (size_t)(rows_b - m) * (size_t)nrhs * sizeof(double));
     lapack_int rank = 0;
-    lapack_int info = LAPACKE_dgelsd(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n,
-                                     (lapack_int)nrhs, a, (lapack_int)n, b, (lapack_int)nrhs, s,
-                                     resolve_rcond(rcond, m, n), &rank);
+    lapack_int info = 0;
+    LA_SERIAL(info = LAPACKE_dgelsd(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)nrhs, a,
+                                    (lapack_int)n, b, (lapack_int)nrhs, s, resolve_rcond(rcond, m, n),
+                                    &rank));
     st = lapack_status("least squares (dgelsd)", info);
     if (st != BN_OK) goto done;
     memcpy(X, b, (size_t)n * (size_t)nrhs * sizeof(double));
@@ -113,28 +142,32 @@ done:
     return st;
 }
 
-/* SVD of a copy of A; vt (k×n row-major, k = min(m, n)) is filled when not NULL. */
+/* SVD of a copy of A; vt (k×n row-major, k = min(m, n)) is filled when not
+ * NULL.  Divide and conquer (dgesdd): with vectors, dgesvd's QR iteration
+ * spent 75% of an n=2048, d=4096 run's 88 s set-up applying plane rotations
+ * (dlasr, one at a time); dgesdd does that work in matrix products. */
 static bn_status svd(const char *what, const double *A, int64_t m, int64_t n, double *s,
                      double *vt)
 {
     BN_TRY(check_dims(what, m, n));
     int64_t k = m < n ? m : n;
     double *a = alloc_doubles(m, n);
-    double *superb = alloc_doubles(k, 1);
+    double *u = vt ? alloc_doubles(m, k) : NULL;
     bn_status st = BN_OK;
-    if (!a || !superb) {
+    if (!a || (vt && !u)) {
         st = bn_fail(BN_ERR_NOMEM, "%s: cannot allocate the SVD work arrays", what);
         goto done;
     }
     memcpy(a, A, (size_t)m * (size_t)n * sizeof(double));
-    double u_unused = 0;
-    lapack_int info = LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'N', vt ? 'S' : 'N', (lapack_int)m,
-                                     (lapack_int)n, a, (lapack_int)n, s, &u_unused, 1,
-                                     vt ? vt : &u_unused, vt ? (lapack_int)n : 1, superb);
+    double unused = 0;
+    lapack_int info = 0;
+    LA_SERIAL(info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, vt ? 'S' : 'N', (lapack_int)m, (lapack_int)n, a,
+                                    (lapack_int)n, s, vt ? u : &unused, (lapack_int)k, vt ? vt : &unused,
+                                    (lapack_int)n)); /* LAPACKE checks ldu, ldvt even for 'N' */
     st = lapack_status(what, info);
 done:
     free(a);
-    free(superb);
+    free(u);
     return st;
 }
 
@@ -147,7 +180,7 @@ static int64_t rank_of(const double *s, int64_t k, double tol_rel)
 
 bn_status bn_la_singular_values(const double *A, int64_t m, int64_t n, double *s_out)
 {
-    return svd("singular values (dgesvd)", A, m, n, s_out, NULL);
+    return svd("singular values (dgesdd)", A, m, n, s_out, NULL);
 }
 
 bn_status bn_la_rank(const double *A, int64_t m, int64_t n, double rcond, int64_t *rank_out)
@@ -177,7 +210,7 @@ bn_status bn_la_rowspace_create(const double *A, int64_t m, int64_t n, double rc
                      (long long)n);
         goto fail;
     }
-    st = svd("row space (dgesvd)", A, m, n, s, vt);
+    st = svd("row space (dgesdd)", A, m, n, s, vt);
     if (st != BN_OK) goto fail;
     rs->rank = rank_of(s, k, resolve_rcond(rcond, m, n));
     rs->dim = n;
@@ -241,9 +274,9 @@ bn_status bn_la_orthonormalize(const double *A, int64_t m, int64_t n, double *Q)
     for (int64_t i = 0; i < m * n; i++) fro += A[i] * A[i];
     fro = sqrt(fro);
     memcpy(Q, A, (size_t)m * (size_t)n * sizeof(double));
-    bn_status st = lapack_status("orthonormalize (dgeqrf)",
-                                 LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, Q,
-                                                (lapack_int)n, tau));
+    lapack_int info = 0;
+    LA_SERIAL(info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, Q, (lapack_int)n, tau));
+    bn_status st = lapack_status("orthonormalize (dgeqrf)", info);
     if (st != BN_OK) goto done;
     for (int64_t j = 0; j < n; j++) {
         rdiag[j] = Q[j * n + j];
@@ -253,9 +286,9 @@ bn_status bn_la_orthonormalize(const double *A, int64_t m, int64_t n, double *Q)
             goto done;
         }
     }
-    st = lapack_status("orthonormalize (dorgqr)",
-                       LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)n,
-                                      Q, (lapack_int)n, tau));
+    LA_SERIAL(info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)n, Q,
+                                    (lapack_int)n, tau));
+    st = lapack_status("orthonormalize (dorgqr)", info);
     if (st != BN_OK) goto done;
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++)
@@ -273,9 +306,10 @@ bn_status bn_la_sym_eigen(const double *A, int64_t n, double *evals, double *eve
     if (!a) return bn_fail(BN_ERR_NOMEM, "symmetric eigenvalues: cannot allocate %lld×%lld",
                            (long long)n, (long long)n);
     if (a != A) memcpy(a, A, (size_t)n * (size_t)n * sizeof(double));
-    bn_status st = lapack_status("symmetric eigenvalues (dsyevd)",
-                                 LAPACKE_dsyevd(LAPACK_ROW_MAJOR, evecs ? 'V' : 'N', 'U',
-                                                (lapack_int)n, a, (lapack_int)n, evals));
+    lapack_int info = 0;
+    LA_SERIAL(info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, evecs ? 'V' : 'N', 'U', (lapack_int)n, a, (lapack_int)n,
+                                    evals));
+    bn_status st = lapack_status("symmetric eigenvalues (dsyevd)", info);
     if (!evecs) free(a);
     return st;
 }

@@ -4,12 +4,14 @@
 #include <criterion/criterion.h>
 
 #include "test_support.h"
+#include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bnspike.h"
+#include "linalg.h"
 
 static bn_dataset *generate(const char *spec, bn_loss loss)
 {
@@ -292,4 +294,47 @@ Test(generate, bad_specs_name_the_key)
     expect_arg_error("whitened:margin=1", BN_LOSS_SQUARE, "unknown key 'margin'", NULL);
     expect_arg_error("", BN_LOSS_SQUARE, "empty generator spec", NULL);
     expect_arg_error(NULL, BN_LOSS_SQUARE, "empty generator spec", NULL);
+}
+
+/* A spec's data, and the row-space basis of its centered X, are the same bits
+ * whatever OpenBLAS's thread count (by default the machine's core count): on
+ * a 2-core machine OPENBLAS_NUM_THREADS=1 and 2 gave different hilbert data,
+ * so different trajectories, until linalg.c ran its calls on one thread.
+ * The caller's thread count comes back unchanged. */
+Test(generate, same_bits_on_any_openblas_thread_count)
+{
+    const char *specs[] = {"hilbert:n=64,d=256,noise=0.01,seed=1", "hilbert:n=300,d=200,seed=3",
+                           "whitened:n=400,d=20,seed=2", "gaussian:n=200,d=300,seed=5"};
+    int saved = openblas_get_num_threads();
+    for (int c = 0; c < 4; c++) {
+        uint64_t sum0 = 0;
+        double *basis0 = NULL;
+        size_t nb = 0;
+        for (int nt = 1; nt <= 3; nt++) {
+            openblas_set_num_threads(nt);
+            bn_dataset *ds = generate(specs[c], BN_LOSS_LOGISTIC);
+            cr_assert_eq(openblas_get_num_threads(), nt, "%s: the thread count was not restored", specs[c]);
+            int64_t n = bn_dataset_n(ds), d = bn_dataset_d(ds);
+            double *xc = centered(ds);
+            bn_la_rowspace *rs = NULL;
+            cr_assert_eq(bn_la_rowspace_create(xc, n, d, -1.0, &rs), BN_OK, "%s", bn_last_error());
+            size_t cnt = (size_t)(bn_la_rowspace_rank(rs) * d);
+            if (nt == 1) {
+                sum0 = bn_dataset_checksum(ds);
+                nb = cnt;
+                basis0 = malloc(cnt * sizeof(double));
+                cr_assert(basis0);
+                memcpy(basis0, bn_la_rowspace_basis(rs), cnt * sizeof(double));
+            } else {
+                cr_expect_eq(bn_dataset_checksum(ds), sum0, "%s: data differ at %d OpenBLAS threads", specs[c], nt);
+                cr_expect(cnt == nb && memcmp(basis0, bn_la_rowspace_basis(rs), cnt * sizeof(double)) == 0,
+                          "%s: row-space basis differs at %d OpenBLAS threads", specs[c], nt);
+            }
+            bn_la_rowspace_free(rs);
+            free(xc);
+            bn_dataset_free(ds);
+        }
+        free(basis0);
+    }
+    openblas_set_num_threads(saved);
 }
