@@ -16,16 +16,18 @@
  *
  *   build/bench_sharpness --runs [--threads N] [--reps R] [--steps T] [--tol X] [--fp32]
  *                         [--exact-cols N (32)] [--only-s256] [--default-only: that variant alone]
+ *                         [--logistic: the logistic loss (the general HVPs in every variant)]
  *
  * Whole runs (issue 7), on the bench table's paper case (hilbert:n=64,d=256,
  * noise=0.01,seed=1, square loss, η_w 0.9, η_γ 0.05, γ0 0.1, w0 projected on
  * the row space, records every 10 steps) at S = 256 and S = 1: the time of a
  * run without sharpness and with --sharpness-every 10, repetitions
- * interleaved (median, min), for five engine variants side by side: the
+ * interleaved (median, min), for six engine variants side by side: the
  * first algorithm (every column in the batch until the slowest converges,
  * in R^d, the sphere from its own vector: BN_SHARP_NO_COMPACT, BN_SHARP_FULL,
  * BN_SHARP_NO_SHARE), then compaction, the row-space basis, the sphere's
- * start from the weighted operator's vector and the square loss's structured
+ * start from the weighted operator's vector, its ceiling (the weighted
+ * operator's λ_max, BN_SHARP_NO_CEILING off), and the square loss's structured
  * products (no matrix products at all; BN_SHARP_GENERAL off) added one by one; the
  * HVPs per record (per trajectory, and batched: the slowest column of each
  * operator), and the eigenvalues against the exact method (dense Hessian +
@@ -218,10 +220,13 @@ static double sim_seconds(const bn_dataset *ds, int64_t S, bn_precision prec, in
 
 /* ------------------------------------------------------- whole runs (--runs) */
 
+static bn_loss g_loss = BN_LOSS_SQUARE; /* --logistic */
+
 static void run_config(bn_run_config *c, int64_t S, int64_t T, int64_t sharp, int method, bn_precision prec,
                        int threads, double tol)
 {
     bn_run_config_default(c);
+    c->loss = g_loss;
     c->backend = BN_BACKEND_CPU;
     c->precision = prec;
     c->threads = threads;
@@ -246,16 +251,17 @@ static void run_config(bn_run_config *c, int64_t S, int64_t T, int64_t sharp, in
  * structured products (bn_sqh_math.h; the run's own row-space coordinates). */
 typedef struct {
     const char *name;
-    int full, nocompact, noshare, general;
+    int full, nocompact, noshare, general, noceiling;
 } variant;
 static const variant g_variants[] = {
-    {"before (batched, R^d, no sharing)", 1, 1, 1, 1},
-    {"compaction", 1, 0, 1, 1},
-    {"compaction + row-space basis", 0, 0, 1, 1},
-    {"+ sphere from weighted", 0, 0, 0, 1},
-    {"+ structured square-loss products (default)", 0, 0, 0, 0},
+    {"before (batched, R^d, no sharing)", 1, 1, 1, 1, 1},
+    {"compaction", 1, 0, 1, 1, 1},
+    {"compaction + row-space basis", 0, 0, 1, 1, 1},
+    {"+ sphere from weighted", 0, 0, 0, 1, 1},
+    {"+ the sphere's ceiling", 0, 0, 0, 1, 0},
+    {"+ structured square-loss products (default)", 0, 0, 0, 0, 0},
 };
-#define NVAR 5
+#define NVAR 6
 
 static void setenv_if(const char *name, int on)
 {
@@ -269,6 +275,7 @@ static void variant_env(const variant *v)
     setenv_if("BN_SHARP_NO_COMPACT", v->nocompact);
     setenv_if("BN_SHARP_NO_SHARE", v->noshare);
     setenv_if("BN_SHARP_GENERAL", v->general);
+    setenv_if("BN_SHARP_NO_CEILING", v->noceiling);
 }
 
 static bn_sim *run_once(const bn_dataset *ds, const bn_run_config *c, double *sec)
@@ -385,10 +392,10 @@ static void runs_case(const bn_dataset *ds, int64_t S, int64_t T, int reps, bn_p
 static int runs_main(int threads, int reps, int64_t T, bn_precision prec, double tol, int nvar)
 {
     bn_dataset *ds = NULL;
-    CHECK(bn_dataset_generate("hilbert:n=64,d=256,noise=0.01,seed=1", BN_LOSS_SQUARE, &ds), "data");
-    printf("bnspike sharpness runs: hilbert:n=64,d=256,noise=0.01,seed=1, square, %s, CPU, %d threads, tol %g, "
+    CHECK(bn_dataset_generate("hilbert:n=64,d=256,noise=0.01,seed=1", g_loss, &ds), "data");
+    printf("bnspike sharpness runs: hilbert:n=64,d=256,noise=0.01,seed=1, %s, %s, CPU, %d threads, tol %g, "
            "GOMP_SPINCOUNT=%s; %d repetitions interleaved (median, min)\n",
-           bn_precision_name(prec), threads, tol, getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "unset", reps);
+           g_loss == BN_LOSS_LOGISTIC ? "logistic" : "square", bn_precision_name(prec), threads, tol, getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "unset", reps);
     runs_case(ds, 256, T, reps, prec, threads, tol, nvar);
     if (!g_only256) runs_case(ds, 1, 5 * T, reps, prec, threads, tol, nvar);
     bn_dataset_free(ds);
@@ -411,9 +418,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--exact-cols") && i + 1 < argc) g_exact_cols = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--only-s256")) g_only256 = 1;
         else if (!strcmp(argv[i], "--default-only")) g_first_var = NVAR - 1;
+        else if (!strcmp(argv[i], "--logistic")) g_loss = BN_LOSS_LOGISTIC;
         else {
             fprintf(stderr, "usage: bench_sharpness [--threads N] [--quick] [--fp32] | --runs [--reps R] [--steps T] "
-                            "[--tol X] [--exact-cols N] [--only-s256] [--default-only]\n");
+                            "[--tol X] [--exact-cols N] [--only-s256] [--default-only] [--logistic]\n");
             return 2;
         }
     }

@@ -131,6 +131,19 @@ BN_HD static inline int bn_power_control(bn_power_state *c, double mu, double nv
     return BN_PW_GO;
 }
 
+/* The ceiling's stop (bn_sharp_power_bounded, sharpness.h), before
+ * bn_power_control: ceil, when finite, is an upper bound of λ_max known to
+ * about tol (for the sphere operator, its unprojected operator's λ_max).  A
+ * Rayleigh quotient mu ≥ σ within slack of it ends the column: λ_max is in
+ * [mu, ceil].  Counts the product; returns 1 when the column is done. */
+BN_HD static inline int bn_power_ceiling(bn_power_state *c, double mu, double sigma, double ceil, double slack)
+{
+    if (!isfinite(ceil) || !isfinite(mu) || mu - sigma < 0 || mu < ceil - slack) return 0;
+    c->it++;
+    if (mu > c->best) c->best = mu;
+    return 1;
+}
+
 #define REAL double
 #define BN_SFX(name) name##_f64
 #define R_SQRT sqrt

@@ -34,6 +34,7 @@
  * stores them: io[field * S + column], backend precision. */
 enum {
     BN_SQ_SIGMA = 0, /* in/out: the shift σ (as in sharpness.h)            */
+    BN_SQ_CEIL,      /* in: the ceiling of bn_power_ceiling (NaN: none)    */
     BN_SQ_LAM,       /* out: the estimate of λ_max (NaN: non-finite state) */
     BN_SQ_ITERS,     /* out: products used                                 */
     BN_SQ_CONV,      /* out: 1 = converged                                 */

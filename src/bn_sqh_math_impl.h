@@ -546,7 +546,7 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
     *vgs = *vg;
     BN_SFX(bn_sqh_lowrank) L;
     int countable = BN_SFX(bn_sqh_lowrank_make)(&L, &cf, (double)aw, (double)ag);
-    double sigma = (double)io[BN_SQ_SIGMA * S], lam_out = NAN;
+    double sigma = (double)io[BN_SQ_SIGMA * S], ceil = (double)io[BN_SQ_CEIL * S], lam_out = NAN;
     bn_power_state pc = bn_power_state_init();
     REAL nv = nvs;
     int conv = 0, act = BN_PW_GO, certified = 0;
@@ -564,6 +564,14 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_sqh_power_column)(int64_t r,
         REAL mu = BN_SFX(bn_sqh_power_step)(r, &cf, lam, cy, z, aw, ag, project, (REAL)sigma, v, vg, &nv);
         double ms = (double)mu - sig_used, res2 = (double)nv * (double)nv - ms * ms;
         double scl = fmax(fabs((double)mu), fabs(ms));
+        /* tol relative to λ, as the certificate asks of a value it proves */
+        if (bn_power_ceiling(&pc, (double)mu, sig_used, ceil, 0.5 * fmax(tol * fabs(ceil), count_floor))) {
+            lam_out = pc.best;
+            conv = 1;
+            act = BN_PW_DONE;
+            certified = 1; /* λ_max is in [μ, ceil] */
+            break;
+        }
         act = bn_power_control(&pc, (double)mu, (double)nv, &sigma, tol, &lam_out, &conv);
         if (act == BN_PW_RESTART) {
             for (int64_t i = 0; i < r; i++) v[i] = vs[i];

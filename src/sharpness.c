@@ -472,7 +472,8 @@ static bn_status pw_set_iteration(bn_sharp *sh, int op, const pw_set *s, int64_t
 /* bn_sharp_power with power_square: the same start vectors as power_start, the
  * same shifts and stopping rule (bn_power_control), each column's whole
  * iteration, its start included, in one backend call. */
-static bn_status power_square(bn_sharp *sh, int op, double *lam, double *shift, int64_t *iters, int64_t *conv)
+static bn_status power_square(bn_sharp *sh, int op, const double *ceil, double *lam, double *shift, int64_t *iters,
+                              int64_t *conv)
 {
     bn_backend *be = sh->be;
     const bn_sharp_setup *su = &sh->su;
@@ -481,7 +482,8 @@ static bn_status power_square(bn_sharp *sh, int op, double *lam, double *shift, 
     BN_TRY(ensure_vec(sh, op));
     double *io = sh->hctl; /* BN_SC_COUNT×S ≥ BN_SQ_COUNT×S */
     memcpy(io + (size_t)BN_SQ_SIGMA * (size_t)S, sh->sigma[op], (size_t)S * sizeof(double));
-    BN_TRY(up(sh, sh->sqio, io, (size_t)S));
+    for (int64_t j = 0; j < S; j++) io[(size_t)BN_SQ_CEIL * (size_t)S + (size_t)j] = ceil ? ceil[j] : NAN;
+    BN_TRY(up(sh, sh->sqio, io, 2 * (size_t)S)); /* SIGMA, CEIL */
     BN_TRY(be->ops->power_square(be, su->d, su->n, S, su->sq_lam, su->sq_cy, sh->W, sh->gamma, wt ? sh->aw : NULL,
                                  wt ? sh->ag : NULL, (op & BN_SOP_PROJECT) != 0, sh->vinit[op], su->seed,
                                  CNT_POWER + (uint64_t)op, sh->V[op], sh->vg[op], sh->Vsave, sh->vgsave, sh->tol,
@@ -504,7 +506,13 @@ static bn_status power_square(bn_sharp *sh, int op, double *lam, double *shift, 
 bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64_t *iters,
                          int64_t *conv)
 {
-    if (op >= 0 && op < BN_SOP_COUNT && sh->W && sh->square) return power_square(sh, op, lam, shift, iters, conv);
+    return bn_sharp_power_bounded(sh, op, NULL, lam, shift, iters, conv);
+}
+
+bn_status bn_sharp_power_bounded(bn_sharp *sh, int op, const double *ceil, double *lam, double *shift,
+                                 int64_t *iters, int64_t *conv)
+{
+    if (op >= 0 && op < BN_SOP_COUNT && sh->W && sh->square) return power_square(sh, op, ceil, lam, shift, iters, conv);
     bn_backend *be = sh->be;
     const bn_sharp_setup *su = &sh->su;
     int64_t S = su->S, d = su->d;
@@ -554,8 +562,16 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
             pw_col *c = &col[j];
             if (!c->active) continue;
             nvj[j] = nv[k];
-            int cv = 0;
-            int act = bn_power_control(&c->pc, mu[k], nv[k], &sig[j], tol, &lam[j], &cv);
+            int cv = 0, act;
+            /* the stopping rule's scale (sharpness.h) */
+            double slack = ceil ? 0.5 * tol * fmax(fabs(ceil[j]), fabs(ceil[j] - sig[j])) : 0;
+            if (ceil && bn_power_ceiling(&c->pc, mu[k], sig[j], ceil[j], slack)) {
+                act = BN_PW_DONE;
+                lam[j] = c->pc.best;
+                cv = 1;
+            } else {
+                act = bn_power_control(&c->pc, mu[k], nv[k], &sig[j], tol, &lam[j], &cv);
+            }
             if (act == BN_PW_DONE) {
                 conv[j] = cv;
                 c->active = 0;

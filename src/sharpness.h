@@ -147,6 +147,21 @@ bn_status bn_sharp_apply(bn_sharp *sh, int op, const void *V, const void *vg, vo
 bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64_t *iters,
                          int64_t *conv);
 
+/* bn_sharp_power with a ceiling (NULL = none): ceil[j], when finite, is an
+ * upper bound of column j's λ_max(op), known to about tol (NaN = none).  A
+ * column stops, converged, at the first Rayleigh quotient μ ≥ σ within tol/2
+ * of it: μ ≥ ceil - ½·tol·max(|ceil|, |ceil - σ|); λ_max(op) is then in
+ * [μ, ceil], so μ is off by at most tol/2 plus the ceiling's own error.  For
+ * the sphere operator Π A Π the ceiling is A's λ_max of the same record: on
+ * range(Π) its eigenvalues interlace A's (Courant-Fischer), and when A's top
+ * eigenvector is nearly ⊥ ŵ (calm descent: Hŵ = -(∇_w L, 0)/‖w‖ is small),
+ * the first product from A's vector, projected, reaches it (issue 7: 3.2 → 1
+ * product on 58% of the paper case's logistic sphere columns).  Both paths:
+ * the square loss's columns (power_square) take it through io[BN_SQ_CEIL]
+ * and skip the certificate's count when it stops them. */
+bn_status bn_sharp_power_bounded(bn_sharp *sh, int op, const double *ceil, double *lam, double *shift,
+                                 int64_t *iters, int64_t *conv);
+
 /* The next bn_sharp_power of dst starts from src's last vector (normalized;
  * projected then), not from dst's own: sharing between operators of one
  * record (issue 7).  Nothing when src has no vector yet. */
@@ -200,7 +215,7 @@ bn_status bn_sharp_ckpt_load(bn_sharp *sh, bn_ckpt *c);
  * ~d/r times cheaper; and the sphere iteration starts from the unprojected
  * operator's vector of the same record (sharpness_log.c).  Environment
  * overrides for side-by-side benchmarks: BN_SHARP_FULL (engine in R^d),
- * BN_SHARP_NO_COMPACT, BN_SHARP_NO_SHARE. */
+ * BN_SHARP_NO_COMPACT, BN_SHARP_NO_SHARE, BN_SHARP_NO_CEILING. */
 
 typedef struct bn_sharp_log bn_sharp_log;
 

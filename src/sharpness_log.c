@@ -37,6 +37,7 @@ struct bn_sharp_log {
     int64_t *eig_iters, *eig_conv;  /* S×Rs */
     /* scratch, S (or S×k) each */
     double *t_lam, *t_shift, *t_eigs;
+    double *t_ceil; /* the sphere's ceiling: its unprojected operator's λ_max (converged; else NaN) */
     int64_t *t_iters, *t_conv;
     bn_sharpness_info info;
     /* Reduced basis (issue 7): the engine works in the r-dimensional row space
@@ -44,6 +45,7 @@ struct bn_sharp_log {
     int64_t r;
     int64_t nrec; /* records written: slots 0..nrec-1 */
     int share;    /* the sphere iteration starts from its unprojected operator's vector */
+    int ceiling;  /* ... and stops at that operator's λ_max (bn_sharp_power_bounded) */
     void *Vb, *Xr, *XrT, *Wr; /* backend: V_r (r×d col-major), Xr = Xc·V_rᵀ (n×r) and Xrᵀ (r×n),
                                * V_r·W (r×S); all through product_xw */
     /* The run's state arrives in the basis already (the simulation steps in
@@ -104,6 +106,7 @@ void bn_sharp_log_free(bn_sharp_log *lg)
     free(lg->eig_iters);
     free(lg->eig_conv);
     free(lg->t_lam);
+    free(lg->t_ceil);
     free(lg->t_shift);
     free(lg->t_eigs);
     free(lg->t_iters);
@@ -248,7 +251,8 @@ bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n,
     for (int q = 0; q < K_COUNT && ok; q++) ok = (lg->lam[q] = malloc(sr * sizeof(double))) != NULL;
     ok = ok && (lg->steps = malloc((size_t)Rs * sizeof(int64_t))) && (lg->iters = calloc(sr * 3, sizeof(int64_t))) &&
          (lg->conv = calloc(sr * 3, sizeof(int64_t))) && (lg->shift = calloc(sr * 3, sizeof(double))) &&
-         (lg->t_lam = malloc((size_t)S * sizeof(double))) && (lg->t_shift = malloc((size_t)S * sizeof(double))) &&
+         (lg->t_lam = malloc((size_t)S * sizeof(double))) && (lg->t_ceil = malloc((size_t)S * sizeof(double))) &&
+         (lg->t_shift = malloc((size_t)S * sizeof(double))) &&
          (lg->t_eigs = malloc((size_t)(S * k) * sizeof(double))) &&
          (lg->t_iters = malloc((size_t)S * sizeof(int64_t))) && (lg->t_conv = malloc((size_t)S * sizeof(int64_t))) &&
          (lg->eta_w = malloc((size_t)S * sizeof(double))) && (lg->eta_g = malloc((size_t)S * sizeof(double)));
@@ -279,10 +283,11 @@ bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n,
     unsigned char *inrow = NULL;
     bn_status st = BN_OK;
     double mn = (double)(n < d ? n : d), mx = (double)(n < d ? d : n);
-    /* BN_SHARP_FULL, BN_SHARP_NO_COMPACT and BN_SHARP_NO_SHARE (set: the
-     * engine in R^d; every column in the batch until the last converges; the
-     * sphere iteration from its own previous vector): the previous algorithm,
-     * for side-by-side benchmarks (bench_sharpness --runs) and tests. */
+    /* BN_SHARP_FULL, BN_SHARP_NO_COMPACT, BN_SHARP_NO_SHARE and
+     * BN_SHARP_NO_CEILING (set: the engine in R^d; every column in the batch
+     * until the last converges; the sphere iteration from its own previous
+     * vector; no ceiling for it): the previous algorithm, for side-by-side
+     * benchmarks (bench_sharpness --runs) and tests. */
     /* The square loss's structured products need the singular basis, so for
      * it the basis is used also when n ≥ d (then a rotation of R^d:
      * BN_SHARP_GENERAL=1 keeps the general HVPs, for benchmarks and tests). */
@@ -338,6 +343,7 @@ bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n,
         return st;
     }
     lg->share = getenv("BN_SHARP_NO_SHARE") == NULL;
+    lg->ceiling = getenv("BN_SHARP_NO_CEILING") == NULL;
     lg->info.records = Rs;
     lg->info.tol_effective = bn_sharp_tol_effective(lg->eng);
     lg->info.eigs_maxiter = lmax;
@@ -452,10 +458,15 @@ bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void
                  * record (A = P^½HP^½, or H for the plain sphere), projected:
                  * its eigenvalues interlace A's, and when A's top eigenvector
                  * u is nearly ⊥ ŵ, Πu is nearly the sphere's top one; when it
-                 * is not, the iteration proceeds from Πu as from any start. */
+                 * is not, the iteration proceeds from Πu as from any start.
+                 * A's converged λ_max (t_ceil) is the sphere's ceiling. */
                 BN_TRY(bn_sharp_power_warm_from(lg->eng, lg->ops[K_SPHERE], lg->ops[K_SPHERE] & ~BN_SOP_PROJECT));
             }
-            BN_TRY(bn_sharp_power(lg->eng, lg->ops[q], lg->t_lam, lg->t_shift, lg->t_iters, lg->t_conv));
+            int bounded = q == K_SPHERE && lg->share && lg->ceiling;
+            BN_TRY(bn_sharp_power_bounded(lg->eng, lg->ops[q], bounded ? lg->t_ceil : NULL, lg->t_lam,
+                                          lg->t_shift, lg->t_iters, lg->t_conv));
+            if (lg->ops[q] == (lg->ops[K_SPHERE] & ~BN_SOP_PROJECT))
+                for (int64_t j = 0; j < S; j++) lg->t_ceil[j] = lg->t_conv[j] ? lg->t_lam[j] : NAN;
             for (int64_t j = 0; j < S && zeros > 0; j++)
                 if (lg->t_lam[j] < 0) lg->t_lam[j] = 0; /* (NaN stays) */
             for (int64_t j = 0; j < S; j++) {

@@ -289,6 +289,85 @@ Test(sharpness_square, power_matches_general_engine_and_lapack)
     basis_free(&b);
 }
 
+/* The sphere's ceiling (bn_sharp_power_bounded), on the structured and the
+ * general engine, over four records, the sphere warm-started from the
+ * weighted operator as a run does.  Three engines per kind run the same
+ * arithmetic: unbounded; ceiling NaN (must be bitwise the unbounded); ceiling
+ * = LAPACK's exact sphere λ_max.  With the exact ceiling a column may only
+ * stop earlier (products ≤ the unbounded's), and when the ceiling stopped it
+ * (fewer products), its value is within the slack of the truth: tol/2 at the
+ * stopping rule's scale on the general path, tol·|λ| relative on the
+ * structured one (plus rounding, 1e-13·radius).  At tol 1e-10, every value
+ * is within 1e-8·radius of LAPACK (the scale of the other power tests), and
+ * the ceiling must stop at least one column early. */
+Test(sharpness_square, sphere_ceiling_stops_early_within_its_slack)
+{
+    basis_pb b;
+    basis_make(&b, 24, 60, 21);
+    enum { S = 4 };
+    int64_t r = b.r, D = r + 1;
+    const double tol = 1e-10;
+    double ew[S] = {0.9, 0.3, 1.7, 0.6}, eg[S] = {0.05, 0.4, 0, 0.2};
+    const int sphere = BN_SOP_PROJECT | BN_SOP_WEIGHTED;
+    double *H = malloc((size_t)(S * D * D) * sizeof(double)), *ev = malloc((size_t)D * sizeof(double));
+    double *xi = malloc((size_t)r * sizeof(double));
+    for (int square = 0; square < 2; square++) {
+        double *Z = malloc((size_t)(S * r) * sizeof(double)), gam[S];
+        states(&b, S, Z, gam, 9);
+        eng e[3];
+        for (int k = 0; k < 3; k++) eng_open(&e[k], BN_BACKEND_CPU, BN_FP64, &b, 1, square, S, Z, gam, ew, eg, tol, 3);
+        int early = 0;
+        for (int rec = 0; rec < 4; rec++) {
+            cr_assert_eq(bn_sharp_dense_hessian(e[0].sh, 0, S, H), BN_OK);
+            double truth[S], rad[S], nan_ceil[S];
+            for (int64_t j = 0; j < S; j++) {
+                lapack_eigs(H, r, j, Z + j * r, ew[j], eg[j], sphere, ev, &rad[j]);
+                truth[j] = ev[0];
+                nan_ceil[j] = NAN;
+            }
+            double l[3][S], sg[3][S];
+            int64_t it[3][S], cv[3][S];
+            for (int k = 0; k < 3; k++) {
+                cr_assert_eq(bn_sharp_power(e[k].sh, BN_SOP_WEIGHTED, l[k], sg[k], it[k], cv[k]), BN_OK);
+                cr_assert_eq(bn_sharp_power_warm_from(e[k].sh, sphere, BN_SOP_WEIGHTED), BN_OK);
+                const double *ceil = k == 0 ? NULL : k == 1 ? nan_ceil : truth;
+                cr_assert_eq(bn_sharp_power_bounded(e[k].sh, sphere, ceil, l[k], sg[k], it[k], cv[k]), BN_OK,
+                             "%s", bn_last_error());
+            }
+            for (int64_t j = 0; j < S; j++) {
+                const char *kind = square ? "structured" : "general";
+                cr_expect(l[1][j] == l[0][j] && it[1][j] == it[0][j] && sg[1][j] == sg[0][j],
+                          "%s rec %d col %lld: a NaN ceiling changed the iteration", kind, rec, (long long)j);
+                cr_expect_leq(it[2][j], it[0][j], "%s rec %d col %lld: %lld products with the ceiling, %lld without",
+                              kind, rec, (long long)j, (long long)it[2][j], (long long)it[0][j]);
+                cr_expect_eq(cv[2][j], 1);
+                cr_expect_leq(fabs(l[2][j] - truth[j]), 1e-8 * rad[j], "%s rec %d col %lld: %.15g vs LAPACK %.15g",
+                              kind, rec, (long long)j, l[2][j], truth[j]);
+                if (it[2][j] < it[0][j]) {
+                    early++;
+                    double slack = square ? 0.5 * tol * fabs(truth[j])
+                                          : 0.5 * tol * fmax(fabs(truth[j]), fabs(truth[j] - sg[2][j]));
+                    cr_expect_geq(l[2][j], truth[j] - slack - 1e-13 * rad[j],
+                                  "%s rec %d col %lld: stopped at %.15g, more than the slack below %.15g", kind, rec,
+                                  (long long)j, l[2][j], truth[j]);
+                }
+            }
+            for (int64_t j = 0; j < S; j++) {
+                bn_rng_normal(40 + (uint64_t)(rec * S + j), BN_STREAM_DATA_AUX, 3, r, xi);
+                for (int64_t k = 0; k < r; k++) Z[j * r + k] += 0.02 * xi[k];
+            }
+            for (int k = 0; k < 3; k++) eng_state(&e[k], Z, (size_t)(S * r));
+        }
+        cr_expect_gt(early, 0, "%s: the ceiling never stopped a column early", square ? "structured" : "general");
+        for (int k = 0; k < 3; k++) eng_close(&e[k]);
+        free(Z);
+    }
+    free(H);
+    free(ev);
+    free(xi);
+    basis_free(&b);
+}
+
 /* The cap (bn_sqh_math.h): at tol 1e-6 a column not converged after
  * BN_SQH_POWER_CAP products is finished by bisection on the count.  From the
  * cold first record (random starts) some columns are capped; every value,
@@ -585,12 +664,17 @@ Test(sharpness_square, cuda_matches_cpu)
     eng gpu, cpu;
     eng_open(&gpu, BN_BACKEND_CUDA, BN_FP64, &b, 1, 1, S, Z, gam, ew, eg, 1e-10, 9);
     eng_open(&cpu, BN_BACKEND_CPU, BN_FP64, &b, 1, 1, S, Z, gam, ew, eg, 1e-10, 9);
+    /* The sphere operators (PROJECT) with their ceiling, the CPU's λ_max of
+     * the unprojected operator, as a run passes it (io[BN_SQ_CEIL]). */
+    double up[2][S];
     for (int rec = 0; rec < 2; rec++)
         for (int op = 0; op < BN_SOP_COUNT; op++) {
             double lg[S], lc[S], sg[S], sc[S];
             int64_t ig[S], ic[S], cg[S], cc[S];
-            cr_assert_eq(bn_sharp_power(gpu.sh, op, lg, sg, ig, cg), BN_OK, "%s", bn_last_error());
-            cr_assert_eq(bn_sharp_power(cpu.sh, op, lc, sc, ic, cc), BN_OK, "%s", bn_last_error());
+            const double *ceil = (op & BN_SOP_PROJECT) ? up[op & BN_SOP_WEIGHTED] : NULL;
+            cr_assert_eq(bn_sharp_power_bounded(gpu.sh, op, ceil, lg, sg, ig, cg), BN_OK, "%s", bn_last_error());
+            cr_assert_eq(bn_sharp_power_bounded(cpu.sh, op, ceil, lc, sc, ic, cc), BN_OK, "%s", bn_last_error());
+            if (!(op & BN_SOP_PROJECT)) memcpy(up[op], lc, sizeof lc);
             for (int j = 0; j < S; j++) {
                 cr_expect_leq(fabs(lg[j] - lc[j]), 1e-10 * fmax(fabs(lc[j]), 1e-300), "op %d col %d: CUDA %.15g CPU %.15g",
                               op, j, lg[j], lc[j]);
