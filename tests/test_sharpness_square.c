@@ -566,14 +566,21 @@ Test(sharpness_square, count_and_certificate_match_lapack)
 
 /* --------------------------------------------------------- whole runs */
 
+static bn_sim *run_threads(const char *spec, int method, int64_t sharp_every, int64_t S, int threads);
+
 static bn_sim *run(const char *spec, int method, int64_t sharp_every, int64_t S)
+{
+    return run_threads(spec, method, sharp_every, S, 2);
+}
+
+static bn_sim *run_threads(const char *spec, int method, int64_t sharp_every, int64_t S, int threads)
 {
     bn_dataset *ds = NULL;
     cr_assert_eq(bn_dataset_generate(spec, BN_LOSS_SQUARE, &ds), BN_OK, "%s", bn_last_error());
     bn_run_config c;
     bn_run_config_default(&c);
     c.backend = BN_BACKEND_CPU;
-    c.threads = 2;
+    c.threads = threads;
     c.steps = 60;
     c.every = 5;
     c.seeds = S;
@@ -588,6 +595,30 @@ static bn_sim *run(const char *spec, int method, int64_t sharp_every, int64_t S)
     cr_assert_eq(bn_sim_run(sim, NULL, NULL), BN_OK, "%s", bn_last_error());
     bn_dataset_free(ds);
     return sim;
+}
+
+/* The structured columns run in parallel chunks dealt out on demand
+ * (cpu_power_square): the records are bitwise the same on 1, 2 and 3
+ * threads.  S = 200 columns of r = 15 take the parallel path (r·S > 2048). */
+Test(sharpness_square, records_bitwise_on_any_thread_count)
+{
+    const char *spec = "hilbert:n=16,d=60,noise=0.01,seed=3";
+    bn_sim *one = run_threads(spec, BN_SHARPNESS_POWER, 5, 200, 1);
+    const char *names[] = {"sharpness", "sharpness_weighted", "sharpness_sphere", "sharpness_iters"};
+    for (int t = 2; t <= 3; t++) {
+        bn_sim *many = run_threads(spec, BN_SHARPNESS_POWER, 5, 200, t);
+        for (int k = 0; k < 4; k++) {
+            bn_sim_array a, b;
+            cr_assert_eq(bn_sim_sharpness_find(one, names[k], &a), BN_OK);
+            cr_assert_eq(bn_sim_sharpness_find(many, names[k], &b), BN_OK);
+            size_t len = (size_t)(a.shape[0] * a.shape[1] * (a.ndim > 2 ? a.shape[2] : 1));
+            int same = a.f64 ? memcmp(a.f64, b.f64, len * sizeof(double)) == 0
+                             : memcmp(a.i64, b.i64, len * sizeof(int64_t)) == 0;
+            cr_expect(same, "%s differs between 1 and %d threads", names[k], t);
+        }
+        bn_sim_free(many);
+    }
+    bn_sim_free(one);
 }
 
 /* n < d (the run steps in row-space coordinates, which sharpness records now
