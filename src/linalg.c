@@ -35,32 +35,40 @@ static bn_status check_dims(const char *what, int64_t m, int64_t n)
     return BN_OK;
 }
 
-/* Every BLAS and LAPACK call runs on one OpenBLAS thread.  OpenBLAS splits
+/* Every BLAS and LAPACK call runs on a fixed number of OpenBLAS threads: one,
+ * or LA_BIG_THREADS for a call of more than LA_BIG_FLOPS.  OpenBLAS splits
  * its work by its thread count (by default the number of cores), and the
  * rounding follows the split: on this machine the hilbert data set, the
  * row-space basis and with them whole trajectories differed between
  * OPENBLAS_NUM_THREADS=1 and 2 (issue 7, found while comparing runs).  A seed
- * must give the same numbers on a 2-core CI runner and a 16-core laptop.
- * These calls set a run up (data, references, bases); the steps use the
- * deterministic GEMM (cpu/det_gemm.c).  The caller's setting is restored,
- * so a benchmark's own BLAS calls keep their threads. */
-static int la_serial_enter(void)
+ * must give the same numbers on a 2-core CI runner and a 16-core laptop (of
+ * one CPU family: OpenBLAS's kernels differ between families).  The count
+ * depends on the call's size only; large set-ups (n=4096, d=8192: a
+ * least-squares solve of 1e12 flops, 88 s on one thread) keep several
+ * threads, oversubscribed on smaller machines.  The steps use the
+ * deterministic GEMM (cpu/det_gemm.c).  The caller's setting is restored, so
+ * a benchmark's own BLAS calls keep their threads. */
+#define LA_BIG_FLOPS 2e9
+#define LA_BIG_THREADS 8
+
+static int la_threads_enter(double flops)
 {
-    int nt = openblas_get_num_threads();
-    if (nt != 1) openblas_set_num_threads(1);
+    int nt = openblas_get_num_threads(), want = flops > LA_BIG_FLOPS ? LA_BIG_THREADS : 1;
+    if (nt != want) openblas_set_num_threads(want);
     return nt;
 }
 
-static void la_serial_leave(int nt)
+static void la_threads_leave(int nt)
 {
-    if (nt != 1) openblas_set_num_threads(nt);
+    if (openblas_get_num_threads() != nt) openblas_set_num_threads(nt);
 }
 
-#define LA_SERIAL(stmt)                    \
-    do {                                   \
-        int la_nt_ = la_serial_enter();    \
-        stmt;                              \
-        la_serial_leave(la_nt_);           \
+/* stmt, a BLAS/LAPACK call of about `flops` operations, on the fixed count. */
+#define LA_FIXED(flops, stmt)                          \
+    do {                                               \
+        int la_nt_ = la_threads_enter((double)(flops)); \
+        stmt;                                          \
+        la_threads_leave(la_nt_);                      \
     } while (0)
 
 static double *alloc_doubles(int64_t a, int64_t b)
@@ -87,7 +95,7 @@ void bn_la_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, doubl
                 const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
                 double *C, int64_t ldc)
 {
-    LA_SERIAL(cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+    LA_FIXED(2.0 * (double)m * (double)n * (double)k, cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                           trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha,
                           A, (int)lda, B, (int)ldb, beta, C, (int)ldc));
 }
@@ -95,13 +103,13 @@ void bn_la_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, doubl
 void bn_la_gemv(int trans_a, int64_t m, int64_t n, double alpha, const double *A,
                 const double *x, double beta, double *y)
 {
-    LA_SERIAL(cblas_dgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+    LA_FIXED(0, cblas_dgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, (int)m, (int)n,
                           alpha, A, (int)n, x, 1, beta, y, 1));
 }
 
 void bn_la_rot(int64_t len, double *x, double *y, double c, double s)
 {
-    LA_SERIAL(cblas_drot((int)len, x, 1, y, 1, c, s));
+    LA_FIXED(0, cblas_drot((int)len, x, 1, y, 1, c, s));
 }
 
 bn_status bn_la_lstsq(const double *A, int64_t m, int64_t n, const double *B, int64_t nrhs,
@@ -128,7 +136,7 @@ bn_status bn_la_lstsq(const double *A, int64_t m, int64_t n, const double *B, in
     if (rows_b > m) memset(b + m * nrhs, 0, (size_t)(rows_b - m) * (size_t)nrhs * sizeof(double));
     lapack_int rank = 0;
     lapack_int info = 0;
-    LA_SERIAL(info = LAPACKE_dgelsd(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)nrhs, a,
+    LA_FIXED(4.0 * (double)m * (double)n * (double)(m < n ? m : n), info = LAPACKE_dgelsd(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)nrhs, a,
                                     (lapack_int)n, b, (lapack_int)nrhs, s, resolve_rcond(rcond, m, n),
                                     &rank));
     st = lapack_status("least squares (dgelsd)", info);
@@ -161,7 +169,7 @@ static bn_status svd(const char *what, const double *A, int64_t m, int64_t n, do
     memcpy(a, A, (size_t)m * (size_t)n * sizeof(double));
     double unused = 0;
     lapack_int info = 0;
-    LA_SERIAL(info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, vt ? 'S' : 'N', (lapack_int)m, (lapack_int)n, a,
+    LA_FIXED(4.0 * (double)m * (double)n * (double)k, info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, vt ? 'S' : 'N', (lapack_int)m, (lapack_int)n, a,
                                     (lapack_int)n, s, vt ? u : &unused, (lapack_int)k, vt ? vt : &unused,
                                     (lapack_int)n)); /* LAPACKE checks ldu, ldvt even for 'N' */
     st = lapack_status(what, info);
@@ -275,7 +283,7 @@ bn_status bn_la_orthonormalize(const double *A, int64_t m, int64_t n, double *Q)
     fro = sqrt(fro);
     memcpy(Q, A, (size_t)m * (size_t)n * sizeof(double));
     lapack_int info = 0;
-    LA_SERIAL(info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, Q, (lapack_int)n, tau));
+    LA_FIXED(2.0 * (double)m * (double)n * (double)n, info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, Q, (lapack_int)n, tau));
     bn_status st = lapack_status("orthonormalize (dgeqrf)", info);
     if (st != BN_OK) goto done;
     for (int64_t j = 0; j < n; j++) {
@@ -286,7 +294,7 @@ bn_status bn_la_orthonormalize(const double *A, int64_t m, int64_t n, double *Q)
             goto done;
         }
     }
-    LA_SERIAL(info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)n, Q,
+    LA_FIXED(2.0 * (double)m * (double)n * (double)n, info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)n, Q,
                                     (lapack_int)n, tau));
     st = lapack_status("orthonormalize (dorgqr)", info);
     if (st != BN_OK) goto done;
@@ -307,7 +315,7 @@ bn_status bn_la_sym_eigen(const double *A, int64_t n, double *evals, double *eve
                            (long long)n, (long long)n);
     if (a != A) memcpy(a, A, (size_t)n * (size_t)n * sizeof(double));
     lapack_int info = 0;
-    LA_SERIAL(info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, evecs ? 'V' : 'N', 'U', (lapack_int)n, a, (lapack_int)n,
+    LA_FIXED(9.0 * (double)n * (double)n * (double)n, info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, evecs ? 'V' : 'N', 'U', (lapack_int)n, a, (lapack_int)n,
                                     evals));
     bn_status st = lapack_status("symmetric eigenvalues (dsyevd)", info);
     if (!evecs) free(a);

@@ -299,14 +299,16 @@ Test(generate, bad_specs_name_the_key)
 /* A spec's data, and the row-space basis of its centered X, are the same bits
  * whatever OpenBLAS's thread count (by default the machine's core count): on
  * a 2-core machine OPENBLAS_NUM_THREADS=1 and 2 gave different hilbert data,
- * so different trajectories, until linalg.c ran its calls on one thread.
+ * so different trajectories, until linalg.c fixed the count of each call.
  * The caller's thread count comes back unchanged. */
 Test(generate, same_bits_on_any_openblas_thread_count)
 {
+    /* the last one's SVD (2.7e9 flops) takes linalg.c's several-thread path */
     const char *specs[] = {"hilbert:n=64,d=256,noise=0.01,seed=1", "hilbert:n=300,d=200,seed=3",
-                           "whitened:n=400,d=20,seed=2", "gaussian:n=200,d=300,seed=5"};
+                           "whitened:n=400,d=20,seed=2", "gaussian:n=200,d=300,seed=5",
+                           "gaussian:n=700,d=1400,seed=6"};
     int saved = openblas_get_num_threads();
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < 5; c++) {
         uint64_t sum0 = 0;
         double *basis0 = NULL;
         size_t nb = 0;
