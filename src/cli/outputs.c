@@ -111,6 +111,9 @@ static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *si
         json_string(j, "shift", "iterate on H - sigma I; when the Rayleigh quotient settles below sigma "
                                 "(dominant negative eigenvalue), sigma moves halfway to it and the column restarts; "
                                 "reported value = largest Rayleigh quotient (a lower bound of lambda_max)");
+        json_string(j, "sphere_start", "the sphere iteration starts from the unprojected operator's vector of the "
+                                       "same record, projected, and stops once its Rayleigh quotient is within "
+                                       "tol/2 of that operator's lambda_max, an upper bound (interlacing)");
         json_int(j, "not_converged", info.not_converged);
         json_int(j, "shifted", info.shifted);
         json_int(j, "structured", info.structured);
