@@ -411,7 +411,8 @@ static int runs_main(int threads, int reps, int64_t T, bn_precision prec, double
     CHECK(bn_dataset_generate("hilbert:n=64,d=256,noise=0.01,seed=1", g_loss, &ds), "data");
     printf("bnspike sharpness runs: hilbert:n=64,d=256,noise=0.01,seed=1, %s, %s, CPU, %d threads, tol %g, "
            "GOMP_SPINCOUNT=%s; %d repetitions interleaved (median, min)\n",
-           g_loss == BN_LOSS_LOGISTIC ? "logistic" : "square", bn_precision_name(prec), threads, tol, getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "unset", reps);
+           g_loss == BN_LOSS_LOGISTIC ? "logistic" : "square", bn_precision_name(prec), threads, tol,
+           getenv("GOMP_SPINCOUNT") ? getenv("GOMP_SPINCOUNT") : "unset", reps);
     runs_case(ds, 256, T, reps, prec, threads, tol, nvar);
     if (!g_only256) runs_case(ds, 1, 5 * T, reps, prec, threads, tol, nvar);
     bn_dataset_free(ds);

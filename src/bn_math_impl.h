@@ -4,7 +4,8 @@
 /* The logistic loss and its derivatives at t = -y·z all come from the one
  * e = exp(-|t|) (bn_logistic_e), so the pairs that a pass needs (loss and
  * ℓ', ℓ' and ℓ'') need one exp, not two.  Per step, exp and log1p are most of
- * a logistic run's time (issue 7); each pair is bitwise the separate values. */
+ * a logistic run's time (issue 7).  Each formula is written once, in the
+ * pairs; the single values below are read off them. */
 BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_logistic_e)(REAL t)
 {
     return R_EXP(-R_FABS(t));
@@ -16,30 +17,6 @@ BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_sigmoid_e)(REAL t, REAL e)
     return t >= 0 ? (REAL)1 / ((REAL)1 + e) : e / ((REAL)1 + e);
 }
 
-/* σ(t). */
-BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_sigmoid)(REAL t)
-{
-    return BN_SFX(bn_sigmoid_e)(t, BN_SFX(bn_logistic_e)(t));
-}
-
-/* ℓ(z, y).  Logistic uses softplus(-yz) in the form that never overflows. */
-BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_value)(int logistic, REAL z, REAL y)
-{
-    if (!logistic) {
-        REAL e = z - y;
-        return (REAL)0.5 * e * e;
-    }
-    REAL t = -y * z;
-    return (t > 0 ? t : (REAL)0) + R_LOG1P(BN_SFX(bn_logistic_e)(t));
-}
-
-/* ℓ'(z, y) = ∂ℓ/∂z. */
-BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_d1)(int logistic, REAL z, REAL y)
-{
-    if (!logistic) return z - y;
-    return -y * BN_SFX(bn_sigmoid)(-y * z);
-}
-
 /* ℓ''(z, y) = σ(t)σ(-t) = e/(1 + e)² from e = exp(-|t|): accurate to a few
  * ulps for every t.  (p(1 - p) with p = σ(yz) cancels where p is near 1:
  * 1e-3 relative at yz = 30 in fp64, all digits in fp32.) */
@@ -49,14 +26,8 @@ BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_logistic_d2_e)(REAL e)
     return e * q * q;
 }
 
-/* ℓ''(z, y) = ∂²ℓ/∂z². */
-BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_d2)(int logistic, REAL z, REAL y)
-{
-    if (!logistic) return (REAL)1;
-    return BN_SFX(bn_logistic_d2_e)(BN_SFX(bn_logistic_e)(-y * z));
-}
-
-/* ℓ(z, y) and *d1 = ℓ'(z, y) with one exp (the forward pass). */
+/* ℓ(z, y) and *d1 = ℓ'(z, y) = ∂ℓ/∂z with one exp (the forward pass).
+ * Logistic uses softplus(-yz) in the form that never overflows. */
 BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_value_d1)(int logistic, REAL z, REAL y, REAL *d1)
 {
     if (!logistic) {
@@ -69,7 +40,7 @@ BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_value_d1)(int logistic,
     return (t > 0 ? t : (REAL)0) + R_LOG1P(e);
 }
 
-/* ℓ'(z, y), and *d2 = ℓ''(z, y), with one exp (the HVP state). */
+/* ℓ'(z, y), and *d2 = ℓ''(z, y) = ∂²ℓ/∂z², with one exp (the HVP state). */
 BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_d1_d2)(int logistic, REAL z, REAL y, REAL *d2)
 {
     if (!logistic) {
@@ -79,6 +50,27 @@ BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_d1_d2)(int logistic, RE
     REAL t = -y * z, e = BN_SFX(bn_logistic_e)(t);
     *d2 = BN_SFX(bn_logistic_d2_e)(e);
     return -y * BN_SFX(bn_sigmoid_e)(t, e);
+}
+
+/* ℓ(z, y), ℓ'(z, y) and ℓ''(z, y) alone (the unused half of a pair is dead
+ * code once inlined). */
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_value)(int logistic, REAL z, REAL y)
+{
+    REAL d1;
+    return BN_SFX(bn_loss_value_d1)(logistic, z, y, &d1);
+}
+
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_d1)(int logistic, REAL z, REAL y)
+{
+    REAL d2;
+    return BN_SFX(bn_loss_d1_d2)(logistic, z, y, &d2);
+}
+
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_loss_d2)(int logistic, REAL z, REAL y)
+{
+    REAL d2;
+    BN_SFX(bn_loss_d1_d2)(logistic, z, y, &d2);
+    return d2;
 }
 
 /* One entry of q = (γ/s)(r - c·u), the vector whose product with Xcᵀ is ∇_w L. */

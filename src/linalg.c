@@ -95,16 +95,17 @@ void bn_la_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, doubl
                 const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
                 double *C, int64_t ldc)
 {
-    LA_FIXED(2.0 * (double)m * (double)n * (double)k, cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                          trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha,
-                          A, (int)lda, B, (int)ldb, beta, C, (int)ldc));
+    double flops = 2.0 * (double)m * (double)n * (double)k;
+    LA_FIXED(flops, cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                                trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha, A, (int)lda, B,
+                                (int)ldb, beta, C, (int)ldc));
 }
 
 void bn_la_gemv(int trans_a, int64_t m, int64_t n, double alpha, const double *A,
                 const double *x, double beta, double *y)
 {
-    LA_FIXED(0, cblas_dgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, (int)m, (int)n,
-                          alpha, A, (int)n, x, 1, beta, y, 1));
+    LA_FIXED(0, cblas_dgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, (int)m, (int)n, alpha, A, (int)n, x,
+                            1, beta, y, 1));
 }
 
 void bn_la_rot(int64_t len, double *x, double *y, double c, double s)
@@ -136,9 +137,9 @@ bn_status bn_la_lstsq(const double *A, int64_t m, int64_t n, const double *B, in
     if (rows_b > m) memset(b + m * nrhs, 0, (size_t)(rows_b - m) * (size_t)nrhs * sizeof(double));
     lapack_int rank = 0;
     lapack_int info = 0;
-    LA_FIXED(4.0 * (double)m * (double)n * (double)(m < n ? m : n), info = LAPACKE_dgelsd(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)nrhs, a,
-                                    (lapack_int)n, b, (lapack_int)nrhs, s, resolve_rcond(rcond, m, n),
-                                    &rank));
+    double flops = 4.0 * (double)m * (double)n * (double)(m < n ? m : n);
+    LA_FIXED(flops, info = LAPACKE_dgelsd(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)nrhs, a,
+                                          (lapack_int)n, b, (lapack_int)nrhs, s, resolve_rcond(rcond, m, n), &rank));
     st = lapack_status("least squares (dgelsd)", info);
     if (st != BN_OK) goto done;
     memcpy(X, b, (size_t)n * (size_t)nrhs * sizeof(double));
@@ -169,9 +170,11 @@ static bn_status svd(const char *what, const double *A, int64_t m, int64_t n, do
     memcpy(a, A, (size_t)m * (size_t)n * sizeof(double));
     double unused = 0;
     lapack_int info = 0;
-    LA_FIXED(4.0 * (double)m * (double)n * (double)k, info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, vt ? 'S' : 'N', (lapack_int)m, (lapack_int)n, a,
-                                    (lapack_int)n, s, vt ? u : &unused, (lapack_int)k, vt ? vt : &unused,
-                                    (lapack_int)n)); /* LAPACKE checks ldu, ldvt even for 'N' */
+    double flops = 4.0 * (double)m * (double)n * (double)k;
+    /* LAPACKE checks ldu and ldvt even for 'N' */
+    LA_FIXED(flops, info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, vt ? 'S' : 'N', (lapack_int)m, (lapack_int)n, a,
+                                          (lapack_int)n, s, vt ? u : &unused, (lapack_int)k, vt ? vt : &unused,
+                                          (lapack_int)n));
     st = lapack_status(what, info);
 done:
     free(a);
@@ -283,7 +286,8 @@ bn_status bn_la_orthonormalize(const double *A, int64_t m, int64_t n, double *Q)
     fro = sqrt(fro);
     memcpy(Q, A, (size_t)m * (size_t)n * sizeof(double));
     lapack_int info = 0;
-    LA_FIXED(2.0 * (double)m * (double)n * (double)n, info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, Q, (lapack_int)n, tau));
+    double flops = 2.0 * (double)m * (double)n * (double)n;
+    LA_FIXED(flops, info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, Q, (lapack_int)n, tau));
     bn_status st = lapack_status("orthonormalize (dgeqrf)", info);
     if (st != BN_OK) goto done;
     for (int64_t j = 0; j < n; j++) {
@@ -294,8 +298,8 @@ bn_status bn_la_orthonormalize(const double *A, int64_t m, int64_t n, double *Q)
             goto done;
         }
     }
-    LA_FIXED(2.0 * (double)m * (double)n * (double)n, info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)n, Q,
-                                    (lapack_int)n, tau));
+    LA_FIXED(flops, info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n, (lapack_int)n, Q,
+                                          (lapack_int)n, tau));
     st = lapack_status("orthonormalize (dorgqr)", info);
     if (st != BN_OK) goto done;
     for (int64_t i = 0; i < m; i++)
@@ -315,8 +319,9 @@ bn_status bn_la_sym_eigen(const double *A, int64_t n, double *evals, double *eve
                            (long long)n, (long long)n);
     if (a != A) memcpy(a, A, (size_t)n * (size_t)n * sizeof(double));
     lapack_int info = 0;
-    LA_FIXED(9.0 * (double)n * (double)n * (double)n, info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, evecs ? 'V' : 'N', 'U', (lapack_int)n, a, (lapack_int)n,
-                                    evals));
+    double flops = 9.0 * (double)n * (double)n * (double)n;
+    LA_FIXED(flops, info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, evecs ? 'V' : 'N', 'U', (lapack_int)n, a, (lapack_int)n,
+                                          evals));
     bn_status st = lapack_status("symmetric eigenvalues (dsyevd)", info);
     if (!evecs) free(a);
     return st;

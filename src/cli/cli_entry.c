@@ -10,8 +10,8 @@ int main(int argc, char **argv)
     /* OpenBLAS starts its thread pool when it is loaded, one thread per core,
      * and the idle threads spin for a while: on two cores a --threads 2 run
      * of the paper case took 0.136 s instead of 0.060 s (issue 7), and they
-     * do nothing for us, since every BLAS call of the library runs on one
-     * OpenBLAS thread (linalg.c).  So, unless the user chose a count, the
+     * do nothing for us, since the library sets the thread count of each
+     * BLAS call itself (linalg.c).  So, unless the user chose a count, the
      * process starts again with OPENBLAS_NUM_THREADS=1 before OpenBLAS is
      * loaded.  (Not under MPI, whose launcher owns the process.) */
     if (!getenv("OPENBLAS_NUM_THREADS") && setenv("OPENBLAS_NUM_THREADS", "1", 1) == 0)
