@@ -577,6 +577,17 @@ void bn_format_bytes(double bytes, char *buf, size_t cap);
 /* Backends compiled into this build, and what each sees (one line each). */
 bn_status bn_backends_describe(char *buf, size_t len);
 
+/* The host linear algebra (data set-up, reference solves) runs on OpenBLAS,
+ * which picks its kernels when it is loaded.  Debian 12's OpenBLAS 0.3.21 does
+ * not know CPUs newer than Cooper Lake and falls back to its SSE3 (Prescott)
+ * kernels there, 2.5–4× slower (issue 7: a Sapphire Rapids VM).  This returns
+ * the kernel set the CPU can run ("SkylakeX" with AVX-512 F/BW/VL/DQ,
+ * "Haswell" with AVX2 and FMA) when OpenBLAS chose an older one, NULL when its
+ * choice is fine or OPENBLAS_CORETYPE is already set.  OpenBLAS reads
+ * OPENBLAS_CORETYPE only when it starts, so a program sets it and re-executes
+ * itself (the CLI and the benchmarks do). */
+const char *bn_blas_kernels_suggested(void);
+
 /* ------------------------------------------------------------- file output */
 
 typedef struct bn_npz bn_npz;

@@ -26,6 +26,28 @@ static double resolve_rcond(double rcond, int64_t m, int64_t n)
     return rcond > 0 ? rcond : bn_la_default_rcond(m, n);
 }
 
+extern char *openblas_get_corename(void);
+
+const char *bn_blas_kernels_suggested(void)
+{
+    if (getenv("OPENBLAS_CORETYPE")) return NULL;
+    const char *core = openblas_get_corename();
+    /* OpenBLAS's names of the Intel cores before Haswell: its fallbacks. */
+    static const char *const older[] = {"Katmai", "Coppermine", "Northwood", "Prescott", "Banias", "Atom",
+                                        "Core2", "Penryn", "Dunnington", "Nehalem", "Sandybridge"};
+    int old = 0;
+    for (size_t i = 0; core && i < sizeof older / sizeof older[0]; i++) old |= strcmp(core, older[i]) == 0;
+    if (!old) return NULL;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+    return NULL;
+}
+
 /* LAPACK indexes with (32-bit) lapack_int: refuse what it cannot address. */
 static bn_status check_dims(const char *what, int64_t m, int64_t n)
 {

@@ -13,9 +13,14 @@ int main(int argc, char **argv)
      * do nothing for us, since the library sets the thread count of each
      * BLAS call itself (linalg.c).  So, unless the user chose a count, the
      * process starts again with OPENBLAS_NUM_THREADS=1 before OpenBLAS is
-     * loaded.  (Not under MPI, whose launcher owns the process.) */
-    if (!getenv("OPENBLAS_NUM_THREADS") && setenv("OPENBLAS_NUM_THREADS", "1", 1) == 0)
-        execv("/proc/self/exe", argv); /* only returns on failure: go on as we are */
+     * loaded; and with OPENBLAS_CORETYPE when OpenBLAS did not recognize the
+     * CPU and took its slow fallback kernels (bn_blas_kernels_suggested).
+     * (Not under MPI, whose launcher owns the process.) */
+    int again = 0;
+    if (!getenv("OPENBLAS_NUM_THREADS") && setenv("OPENBLAS_NUM_THREADS", "1", 1) == 0) again = 1;
+    const char *kernels = bn_blas_kernels_suggested();
+    if (kernels && setenv("OPENBLAS_CORETYPE", kernels, 1) == 0) again = 1;
+    if (again) execv("/proc/self/exe", argv); /* only returns on failure: go on as we are */
 #endif
     return bnspike_main(argc, argv);
 }
