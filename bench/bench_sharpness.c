@@ -22,12 +22,13 @@
  * noise=0.01,seed=1, square loss, η_w 0.9, η_γ 0.05, γ0 0.1, w0 projected on
  * the row space, records every 10 steps) at S = 256 and S = 1: the time of a
  * run without sharpness and with --sharpness-every 10, repetitions
- * interleaved (median, min), for six engine variants side by side: the
+ * interleaved (median, min), for seven engine variants side by side: the
  * first algorithm (every column in the batch until the slowest converges,
  * in R^d, the sphere from its own vector: BN_SHARP_NO_COMPACT, BN_SHARP_FULL,
  * BN_SHARP_NO_SHARE), then compaction, the row-space basis, the sphere's
  * start from the weighted operator's vector, its ceiling (the weighted
- * operator's λ_max, BN_SHARP_NO_CEILING off), and the square loss's structured
+ * operator's λ_max, BN_SHARP_NO_CEILING off), LOBPCG in place of the shifted
+ * power iteration (BN_SHARP_PLAIN_POWER off), and the square loss's structured
  * products (no matrix products at all; BN_SHARP_GENERAL off) added one by one; the
  * HVPs per record (per trajectory, and batched: the slowest column of each
  * operator), and the eigenvalues against the exact method (dense Hessian +
@@ -246,22 +247,24 @@ static void run_config(bn_run_config *c, int64_t S, int64_t T, int64_t sharp, in
 
 /* The engine variants timed side by side (environment overrides read by
  * bn_sharp_log_create and sim.c): the first algorithm, compaction alone, the
- * row-space basis, the shared sphere start (all with the general HVPs:
- * BN_SHARP_GENERAL), and the default, which adds the square loss's
+ * row-space basis, the shared sphere start, the sphere's ceiling (with the
+ * shifted power iteration: BN_SHARP_PLAIN_POWER), LOBPCG (all with the general
+ * HVPs: BN_SHARP_GENERAL), and the default, which adds the square loss's
  * structured products (bn_sqh_math.h; the run's own row-space coordinates). */
 typedef struct {
     const char *name;
-    int full, nocompact, noshare, general, noceiling;
+    int full, nocompact, noshare, general, noceiling, plain;
 } variant;
 static const variant g_variants[] = {
-    {"before (batched, R^d, no sharing)", 1, 1, 1, 1, 1},
-    {"compaction", 1, 0, 1, 1, 1},
-    {"compaction + row-space basis", 0, 0, 1, 1, 1},
-    {"+ sphere from weighted", 0, 0, 0, 1, 1},
-    {"+ the sphere's ceiling", 0, 0, 0, 1, 0},
-    {"+ structured square-loss products (default)", 0, 0, 0, 0, 0},
+    {"before (batched, R^d, no sharing)", 1, 1, 1, 1, 1, 1},
+    {"compaction", 1, 0, 1, 1, 1, 1},
+    {"compaction + row-space basis", 0, 0, 1, 1, 1, 1},
+    {"+ sphere from weighted", 0, 0, 0, 1, 1, 1},
+    {"+ the sphere's ceiling", 0, 0, 0, 1, 0, 1},
+    {"+ LOBPCG instead of power iteration", 0, 0, 0, 1, 0, 0},
+    {"+ structured square-loss products (default)", 0, 0, 0, 0, 0, 0},
 };
-#define NVAR 6
+#define NVAR 7
 
 static void setenv_if(const char *name, int on)
 {
@@ -276,6 +279,7 @@ static void variant_env(const variant *v)
     setenv_if("BN_SHARP_NO_SHARE", v->noshare);
     setenv_if("BN_SHARP_GENERAL", v->general);
     setenv_if("BN_SHARP_NO_CEILING", v->noceiling);
+    setenv_if("BN_SHARP_PLAIN_POWER", v->plain);
 }
 
 static bn_sim *run_once(const bn_dataset *ds, const bn_run_config *c, double *sec)

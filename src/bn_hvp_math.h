@@ -144,6 +144,142 @@ BN_HD static inline int bn_power_ceiling(bn_power_state *c, double mu, double si
     return 1;
 }
 
+/* LOBPCG with one vector (issue 7; sharpness.h), the general path's λ_max:
+ * each iteration multiplies the residual r = Ax - μx once and takes the
+ * largest Ritz value of A on span{x, r, p}, p the previous step's direction.
+ * Per column the backend keeps L = [x | Ax | p | Ap], 4 vectors of d+1 reals
+ * (w-part, then γ), and the op bn_lobpcg_column runs one stage:
+ *   START    v = x (unit), X = A·v:  L ← (x, ΠAx, 0, 0); r = Ax - μx into v
+ *            (μ = xᵀAx/xᵀx, Π applied), μ to ctl[MU], ‖r‖ to ctl[NV];
+ *   GRAM     v = r, X = A·r:         G ← the Gram entries of (x, r, p) (M), of
+ *            (x, r, p) against A·(x, r, p) (K), and ŵᵀ(Ar), ŵᵀŵ (WA, WW);
+ *   COMBINE  G[CX..MU] from the host (bn_lobpcg_ritz, lobpcg_coefficients):
+ *            x ← cx x + cr r + cp p, p ← pr r + pp p, A· alike (the
+ *            coefficients make both unit vectors), then r ← Ax - μx into v.
+ * One pass over the column per stage.  For the sphere operator every vector
+ * stays in range(Π): START projects Ax, COMBINE uses ΠAr = Ar - ŵ·WA/WW; the
+ * Gram entries need no projection, since x, r, p are ⊥ ŵ. */
+enum { BN_LOB_START = 0, BN_LOB_GRAM, BN_LOB_COMBINE };
+enum {
+    BN_LG_XX = 0, BN_LG_XR, BN_LG_XP, BN_LG_RR, BN_LG_RP, BN_LG_PP, /* M */
+    BN_LG_KXX, BN_LG_KXR, BN_LG_KXP, BN_LG_KRR, BN_LG_KRP, BN_LG_KPP, /* K = vᵢᵀ A vⱼ */
+    BN_LG_WA, BN_LG_WW,
+    BN_LG_COUNT,
+    /* COMBINE's input, over the first fields (WA, WW stay) */
+    BN_LG_CX = 0, BN_LG_CR, BN_LG_CP, BN_LG_PR, BN_LG_PPC, BN_LG_MU, BN_LG_NIN
+};
+
+/* The Rayleigh-Ritz step of one column (host, float64): from the Gram entries
+ * g (BN_LG_COUNT, g[i]: field i), with p in the basis when use_p, the largest
+ * Ritz value *theta (and the smallest, *theta_lo) and its vector's
+ * coefficients c (x, r, p).  The basis is scaled to unit vectors and
+ * Cholesky-factored; a vector whose part orthogonal to the ones before it
+ * has squared relative norm below tau is dropped (p when it is nearly in
+ * span{x, r}, as near convergence; r when it vanishes), since such a nearly
+ * dependent basis would amplify rounding by 1/√tau.  Returns the basis size
+ * used (1: x alone, *theta = its Rayleigh quotient), 0 for a non-finite
+ * input.  Eigenvalues of the ≤ 3×3 problem by cyclic Jacobi, a fixed
+ * sequence of operations: the same on any machine. */
+BN_HD static inline int bn_lobpcg_ritz(const double *g, int use_p, double tau, double *theta, double *theta_lo,
+                                       double c[3])
+{
+    double M[3][3] = {{g[BN_LG_XX], g[BN_LG_XR], g[BN_LG_XP]},
+                      {g[BN_LG_XR], g[BN_LG_RR], g[BN_LG_RP]},
+                      {g[BN_LG_XP], g[BN_LG_RP], g[BN_LG_PP]}};
+    double K[3][3] = {{g[BN_LG_KXX], g[BN_LG_KXR], g[BN_LG_KXP]},
+                      {g[BN_LG_KXR], g[BN_LG_KRR], g[BN_LG_KRP]},
+                      {g[BN_LG_KXP], g[BN_LG_KRP], g[BN_LG_KPP]}};
+    int b = use_p ? 3 : 2;
+    for (int i = 0; i < b; i++)
+        for (int k = 0; k < b; k++)
+            if (!isfinite(M[i][k]) || !isfinite(K[i][k])) return 0;
+    if (!(M[0][0] > 0)) return 0;
+    double sc[3] = {0, 0, 0}, Lc[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+    int used = 0;
+    for (int i = 0; i < b; i++) {
+        if (!(M[i][i] > 0)) break;
+        sc[i] = 1 / sqrt(M[i][i]);
+        double row[3];
+        for (int k = 0; k <= i; k++) {
+            double s = M[i][k] * sc[i] * sc[k];
+            for (int q = 0; q < k; q++) s -= row[q] * (k < i ? Lc[k][q] : row[q]);
+            row[k] = k < i ? s / Lc[k][k] : s;
+        }
+        if (i > 0 && !(row[i] >= tau)) break;
+        for (int k = 0; k < i; k++) Lc[i][k] = row[k];
+        Lc[i][i] = sqrt(i > 0 ? row[i] : 1.0);
+        used = i + 1;
+    }
+    c[0] = sc[0];
+    c[1] = c[2] = 0;
+    if (used <= 1) {
+        *theta = *theta_lo = K[0][0] / M[0][0];
+        return 1;
+    }
+    /* C = Lc⁻¹ (S K S) Lc⁻ᵀ, S = diag(sc). */
+    double Y[3][3], C[3][3];
+    for (int k = 0; k < used; k++) /* Y = Lc⁻¹ S K S, column k */
+        for (int i = 0; i < used; i++) {
+            double s = K[i][k] * sc[i] * sc[k];
+            for (int q = 0; q < i; q++) s -= Lc[i][q] * Y[q][k];
+            Y[i][k] = s / Lc[i][i];
+        }
+    for (int i = 0; i < used; i++) /* C = Y Lc⁻ᵀ, row i */
+        for (int k = 0; k < used; k++) {
+            double s = Y[i][k];
+            for (int q = 0; q < k; q++) s -= C[i][q] * Lc[k][q];
+            C[i][k] = s / Lc[k][k];
+        }
+    for (int i = 0; i < used; i++)
+        for (int k = 0; k < i; k++) C[i][k] = C[k][i] = 0.5 * (C[i][k] + C[k][i]);
+    double Z[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
+    for (int sweep = 0; sweep < 30; sweep++) {
+        double off = 0, diag = 0;
+        for (int i = 0; i < used; i++) {
+            diag += C[i][i] * C[i][i];
+            for (int k = i + 1; k < used; k++) off += C[i][k] * C[i][k];
+        }
+        if (!(off > 1e-34 * diag)) break;
+        for (int i = 0; i < used; i++)
+            for (int k = i + 1; k < used; k++) {
+                if (C[i][k] == 0) continue;
+                double t = (C[k][k] - C[i][i]) / (2 * C[i][k]);
+                double tn = (t >= 0 ? 1 : -1) / (fabs(t) + sqrt(1 + t * t));
+                double cs = 1 / sqrt(1 + tn * tn), sn = tn * cs;
+                for (int q = 0; q < used; q++) { /* C ← Jᵀ C J */
+                    double a = C[q][i], e = C[q][k];
+                    C[q][i] = cs * a - sn * e;
+                    C[q][k] = sn * a + cs * e;
+                }
+                for (int q = 0; q < used; q++) {
+                    double a = C[i][q], e = C[k][q];
+                    C[i][q] = cs * a - sn * e;
+                    C[k][q] = sn * a + cs * e;
+                }
+                for (int q = 0; q < used; q++) {
+                    double a = Z[q][i], e = Z[q][k];
+                    Z[q][i] = cs * a - sn * e;
+                    Z[q][k] = sn * a + cs * e;
+                }
+            }
+    }
+    int top = 0, low = 0;
+    for (int i = 1; i < used; i++) {
+        if (C[i][i] > C[top][top]) top = i;
+        if (C[i][i] < C[low][low]) low = i;
+    }
+    *theta = C[top][top];
+    *theta_lo = C[low][low];
+    double y[3];
+    for (int i = used - 1; i >= 0; i--) { /* y = Lc⁻ᵀ z */
+        double s = Z[i][top];
+        for (int q = i + 1; q < used; q++) s -= Lc[q][i] * y[q];
+        y[i] = s / Lc[i][i];
+    }
+    for (int i = 0; i < 3; i++) c[i] = i < used ? y[i] * sc[i] : 0;
+    return isfinite(*theta) ? used : 0;
+}
+
 #define REAL double
 #define BN_SFX(name) name##_f64
 #define R_SQRT sqrt

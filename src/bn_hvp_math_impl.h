@@ -233,3 +233,86 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lanczos_extend_column)(int64
     }
     ctl[BN_SC_BETA * S] = beta;
 }
+
+/* One stage of LOBPCG for one column (bn_hvp_math.h: BN_LOB_*): L the
+ * column's 4(d+1) reals, v/vg the vector last multiplied, x/xg its product
+ * (START projects it in place with Π when project), G: BN_LG_COUNT fields and
+ * ctl: BN_SC_COUNT fields, both of stride S. */
+BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, int64_t d, REAL *BN_RESTRICT v,
+                                                                   REAL *vg, REAL *BN_RESTRICT x, REAL *xg,
+                                                                   const REAL *BN_RESTRICT w, int project, REAL *L,
+                                                                   REAL *G, REAL *ctl, int64_t S)
+{
+    /* The four vectors of L are disjoint, and none overlaps v, x or w. */
+    const int64_t e = d + 1;
+    REAL *BN_RESTRICT lx = L, *BN_RESTRICT lax = L + e, *BN_RESTRICT lp = L + 2 * e, *BN_RESTRICT lap = L + 3 * e;
+    if (stage == BN_LOB_START) {
+        if (project) BN_SFX(bn_hvp_project)(d, w, x);
+        REAL xx8[BN_LANES] = {0}, xa8[BN_LANES] = {0};
+        BN_LANE_LOOP(d, {
+            lx[i] = v[i];
+            lax[i] = x[i];
+            lp[i] = lap[i] = 0;
+            xx8[k] += v[i] * v[i];
+            xa8[k] += v[i] * x[i];
+        });
+        lx[d] = *vg;
+        lax[d] = *xg;
+        lp[d] = lap[d] = 0;
+        REAL xx = BN_SFX(bn_lane_total)(xx8) + lx[d] * lx[d];
+        REAL mu = xx > 0 ? (BN_SFX(bn_lane_total)(xa8) + lx[d] * lax[d]) / xx : (REAL)NAN;
+        REAL rr8[BN_LANES] = {0};
+        BN_LANE_LOOP(d, {
+            v[i] = lax[i] - mu * lx[i];
+            rr8[k] += v[i] * v[i];
+        });
+        *vg = lax[d] - mu * lx[d];
+        ctl[BN_SC_MU * S] = mu;
+        ctl[BN_SC_NV * S] = R_SQRT(BN_SFX(bn_lane_total)(rr8) + *vg * *vg);
+    } else if (stage == BN_LOB_GRAM) {
+        REAL s8[BN_LG_COUNT][BN_LANES] = {{0}};
+        BN_LANE_LOOP(d, {
+            REAL xi = lx[i], ri = v[i], pi = lp[i], axi = lax[i], ari = x[i], api = lap[i], wi = w[i];
+            s8[BN_LG_XX][k] += xi * xi;
+            s8[BN_LG_XR][k] += xi * ri;
+            s8[BN_LG_XP][k] += xi * pi;
+            s8[BN_LG_RR][k] += ri * ri;
+            s8[BN_LG_RP][k] += ri * pi;
+            s8[BN_LG_PP][k] += pi * pi;
+            s8[BN_LG_KXX][k] += xi * axi;
+            s8[BN_LG_KXR][k] += xi * ari;
+            s8[BN_LG_KXP][k] += xi * api;
+            s8[BN_LG_KRR][k] += ri * ari;
+            s8[BN_LG_KRP][k] += ri * api;
+            s8[BN_LG_KPP][k] += pi * api;
+            s8[BN_LG_WA][k] += wi * ari;
+            s8[BN_LG_WW][k] += wi * wi;
+        });
+        const REAL xg_ = lx[d], rg = *vg, pg = lp[d], axg = lax[d], arg = *xg, apg = lap[d];
+        const REAL tail[BN_LG_COUNT] = {xg_ * xg_, xg_ * rg,  xg_ * pg,  rg * rg,  rg * pg,  pg * pg, xg_ * axg,
+                                        xg_ * arg, xg_ * apg, rg * arg, rg * apg, pg * apg, 0,       0};
+        for (int f = 0; f < BN_LG_COUNT; f++) G[f * S] = BN_SFX(bn_lane_total)(s8[f]) + tail[f];
+    } else {
+        const REAL cx = G[BN_LG_CX * S], cr = G[BN_LG_CR * S], cp = G[BN_LG_CP * S];
+        const REAL pr = G[BN_LG_PR * S], pp = G[BN_LG_PPC * S], mu = G[BN_LG_MU * S];
+        const REAL ww = G[BN_LG_WW * S];
+        const REAL f = project && ww > 0 ? G[BN_LG_WA * S] / ww : (REAL)0;
+        for (int64_t i = 0; i < d; i++) {
+            REAL ri = v[i], ari = x[i] - f * w[i];
+            REAL xn = cx * lx[i] + cr * ri + cp * lp[i], axn = cx * lax[i] + cr * ari + cp * lap[i];
+            lp[i] = pr * ri + pp * lp[i];
+            lap[i] = pr * ari + pp * lap[i];
+            lx[i] = xn;
+            lax[i] = axn;
+            v[i] = axn - mu * xn;
+        }
+        REAL ri = *vg, ari = *xg;
+        REAL xn = cx * lx[d] + cr * ri + cp * lp[d], axn = cx * lax[d] + cr * ari + cp * lap[d];
+        lp[d] = pr * ri + pp * lp[d];
+        lap[d] = pr * ari + pp * lap[d];
+        lx[d] = xn;
+        lax[d] = axn;
+        *vg = axn - mu * xn;
+        ctl[BN_SC_MU * S] = mu;
+    }
+}

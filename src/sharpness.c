@@ -19,6 +19,7 @@
  * Field-major blocks (hs, ctl, vg, ...) have stride m. */
 typedef struct {
     void *V, *vg, *Vs, *vgs, *U, *R, *H2, *hs, *aw, *ag, *W, *ctl;
+    void *L; /* LOBPCG: 4(d+1) reals per column (bn_hvp_math.h), NULL until needed */
 } pw_set;
 
 struct bn_sharp {
@@ -33,6 +34,10 @@ struct bn_sharp {
     void *V[BN_SOP_COUNT], *vg[BN_SOP_COUNT];
     void *QW, *QG, *coef;
     int64_t qslots;
+    /* LOBPCG (issue 7): the block L of the full batch, the Gram/coefficient
+     * block G (BN_LG_COUNT×S), made on first use; lobpcg: the general path uses it. */
+    void *L, *G;
+    int lobpcg;
     /* host */
     double *hctl;       /* BN_SC_COUNT×S */
     void *stage;        /* conversion staging, max(d, BN_SC_COUNT)·S reals */
@@ -163,6 +168,7 @@ bn_status bn_sharp_create(bn_backend *be, const bn_sharp_setup *su, bn_sharp **o
     if (st == BN_OK) st = dalloc(sh, d * S, &sh->Vsave);
     if (st == BN_OK) st = dalloc(sh, S, &sh->vgsave);
     sh->square = su->sq_lam && su->sq_cy && !su->logistic && o->power_square;
+    sh->lobpcg = o->lobpcg_update && o->copy_columns && !su->plain_power;
     if (st == BN_OK && sh->square) st = dalloc(sh, (size_t)BN_SQ_COUNT * S, &sh->sqio);
     if (st == BN_OK && sh->square) st = dalloc(sh, (size_t)BN_SQC_COUNT * S, &sh->sqcoef);
     if (o->copy_columns)
@@ -200,7 +206,7 @@ void bn_sharp_free(bn_sharp *sh)
 {
     if (!sh) return;
     void *bufs[] = {sh->U, sh->R, sh->H2, sh->hs, sh->Udot, sh->Qdot, sh->X, sh->xg, sh->ctl,
-                    sh->aw, sh->ag, sh->Vsave, sh->vgsave, sh->QW, sh->QG, sh->coef, sh->sqio, sh->sqcoef};
+                    sh->aw, sh->ag, sh->Vsave, sh->vgsave, sh->QW, sh->QG, sh->coef, sh->sqio, sh->sqcoef, sh->L, sh->G};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) sh->be->ops->dealloc(sh->be, bufs[i]);
     for (int i = 0; i < 2; i++) {
@@ -388,7 +394,7 @@ static void pw_set_full(bn_sharp *sh, int op, pw_set *s)
 {
     *s = (pw_set){.V = sh->V[op], .vg = sh->vg[op], .Vs = sh->Vsave, .vgs = sh->vgsave, .U = sh->U,
                   .R = sh->R, .H2 = sh->H2, .hs = sh->hs, .aw = sh->aw, .ag = sh->ag,
-                  .W = (void *)sh->W, .ctl = sh->ctl};
+                  .W = (void *)sh->W, .ctl = sh->ctl, .L = sh->L};
 }
 
 static bn_status pw_set_alloc(bn_sharp *sh, pw_set *s)
@@ -412,7 +418,7 @@ static bn_status pw_set_alloc(bn_sharp *sh, pw_set *s)
 
 static void pw_set_free(bn_sharp *sh, pw_set *s)
 {
-    void *b[] = {s->V, s->vg, s->Vs, s->vgs, s->U, s->R, s->H2, s->hs, s->aw, s->ag, s->W, s->ctl};
+    void *b[] = {s->V, s->vg, s->Vs, s->vgs, s->U, s->R, s->H2, s->hs, s->aw, s->ag, s->W, s->ctl, s->L};
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
         if (b[i]) sh->be->ops->dealloc(sh->be, b[i]);
     memset(s, 0, sizeof *s);
@@ -443,6 +449,7 @@ static bn_status pw_set_gather(bn_sharp *sh, const pw_set *src, int64_t m, const
     BN_TRY(cp(be, n, count, src->U, 1, n, idx, dst->U, 1, n, NULL));
     BN_TRY(cp(be, n, count, src->R, 1, n, idx, dst->R, 1, n, NULL));
     BN_TRY(cp(be, n, count, src->H2, 1, n, idx, dst->H2, 1, n, NULL));
+    if (src->L && dst->L) BN_TRY(cp(be, 4 * (d + 1), count, src->L, 1, 4 * (d + 1), idx, dst->L, 1, 4 * (d + 1), NULL));
     /* field-major: F fields of stride m → stride count */
     BN_TRY(cp(be, BN_HS_COUNT, count, src->hs, m, 1, idx, dst->hs, count, 1, NULL));
     BN_TRY(cp(be, BN_SC_COUNT, count, src->ctl, m, 1, idx, dst->ctl, count, 1, NULL));
@@ -454,7 +461,8 @@ static bn_status pw_set_gather(bn_sharp *sh, const pw_set *src, int64_t m, const
 
 /* One power iteration on the m columns of set s: HVP, power_update, the
  * download of ctl[NV], ctl[MU] (stride m) to the host control block. */
-static bn_status pw_set_iteration(bn_sharp *sh, int op, const pw_set *s, int64_t m)
+/* (X, xg) ← A (V, vg) for the m columns of set s (PROJECT not applied). */
+static bn_status pw_set_product(bn_sharp *sh, int op, const pw_set *s, int64_t m)
 {
     bn_backend *be = sh->be;
     const bn_sharp_setup *su = &sh->su;
@@ -462,7 +470,14 @@ static bn_status pw_set_iteration(bn_sharp *sh, int op, const pw_set *s, int64_t
     BN_TRY(be->ops->product_xw(be, su->n, su->d, m, su->Xc, s->V, sh->Udot));
     BN_TRY(be->ops->hvp_columns(be, su->n, m, s->U, s->R, s->H2, s->hs, sh->Udot, s->vg, wt ? s->aw : NULL,
                                 wt ? s->ag : NULL, sh->Qdot, sh->xg));
-    BN_TRY(product_t(sh, m, sh->Qdot, sh->X));
+    return product_t(sh, m, sh->Qdot, sh->X);
+}
+
+static bn_status pw_set_iteration(bn_sharp *sh, int op, const pw_set *s, int64_t m)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    BN_TRY(pw_set_product(sh, op, s, m));
     BN_TRY(be->ops->power_update(be, su->d, m, s->V, s->vg, sh->X, sh->xg, s->W, (op & BN_SOP_PROJECT) != 0,
                                  s->ctl));
     return down(sh, sh->hctl + (size_t)BN_SC_NV * (size_t)m, at(sh, s->ctl, (size_t)BN_SC_NV * (size_t)m),
@@ -503,6 +518,221 @@ static bn_status power_square(bn_sharp *sh, int op, const double *ceil, double *
     return BN_OK;
 }
 
+
+/* ---------------------------------------------------------------- LOBPCG */
+
+/* The first fields of G hold the gram entries (down) and then the
+ * coefficients (up): one host block of BN_LG_COUNT×m. */
+static bn_status lob_stage(bn_sharp *sh, int op, int stage, const pw_set *s, int64_t m)
+{
+    bn_backend *be = sh->be;
+    return be->ops->lobpcg_update(be, stage, sh->su.d, m, s->V, s->vg, sh->X, sh->xg, s->W,
+                                  (op & BN_SOP_PROJECT) != 0, s->L, sh->G, s->ctl);
+}
+
+/* dst columns didx ← src columns sidx of the x-part of L blocks (the warm
+ * vectors: w-part into a d×· matrix, γ into an array). */
+static bn_status lob_x_to_vectors(bn_sharp *sh, const void *L, int64_t count, const int64_t *sidx, void *V,
+                                  void *vg, const int64_t *didx)
+{
+    bn_backend *be = sh->be;
+    int64_t d = sh->su.d, e4 = 4 * (d + 1);
+    BN_TRY(be->ops->copy_columns(be, d, count, L, 1, e4, sidx, V, 1, d, didx));
+    return be->ops->copy_columns(be, 1, count, at(sh, (void *)L, (size_t)d), 1, e4, sidx, vg, 1, 1, didx);
+}
+
+/* COMBINE's inputs (bn_hvp_math.h) from the Gram entries g and the Ritz
+ * vector's coefficients c (x, r, p) of bn_lobpcg_ritz: scaled so that the new
+ * x and p are unit vectors, ‖Σ cᵢvᵢ‖² = cᵀMc (p = 0 when its part vanishes). */
+static void lobpcg_coefficients(const double *g, const double *c, double theta, double *in)
+{
+    const double M[3][3] = {{g[BN_LG_XX], g[BN_LG_XR], g[BN_LG_XP]},
+                            {g[BN_LG_XR], g[BN_LG_RR], g[BN_LG_RP]},
+                            {g[BN_LG_XP], g[BN_LG_RP], g[BN_LG_PP]}};
+    double nx = 0, np = 0;
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 3; k++) {
+            nx += c[i] * M[i][k] * c[k];
+            if (i > 0 && k > 0) np += c[i] * M[i][k] * c[k];
+        }
+    double ix = nx > 0 ? 1 / sqrt(nx) : 1, ip = np > 0 && isfinite(np) ? 1 / sqrt(np) : 0;
+    in[BN_LG_CX] = c[0] * ix;
+    in[BN_LG_CR] = c[1] * ix;
+    in[BN_LG_CP] = c[2] * ix;
+    in[BN_LG_PR] = c[1] * ip;
+    in[BN_LG_PPC] = c[2] * ip;
+    in[BN_LG_MU] = theta;
+}
+
+/* Per-column control of LOBPCG on the host. */
+typedef struct {
+    double theta, best;
+    int64_t it;
+    int use_p, active;
+} lob_col;
+
+/* bn_sharp_power_bounded on the general path by LOBPCG (sharpness.h): the
+ * same start vectors (power_start) and compaction as the power iteration;
+ * no shift (the Ritz value is the largest on its subspace whatever the sign
+ * of the rest of the spectrum), the shift output is 0. */
+static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *lam, double *shift, int64_t *iters,
+                              int64_t *conv)
+{
+    bn_backend *be = sh->be;
+    const bn_sharp_setup *su = &sh->su;
+    int64_t S = su->S, d = su->d;
+    BN_TRY(hvp_state(sh));
+    BN_TRY(ensure_vec(sh, op));
+    if (!sh->L) BN_TRY(dalloc(sh, (size_t)(4 * (d + 1)) * (size_t)S, &sh->L));
+    if (!sh->G) BN_TRY(dalloc(sh, (size_t)BN_LG_COUNT * (size_t)S, &sh->G));
+    lob_col *col = malloc((size_t)S * sizeof *col);
+    int64_t *map = malloc((size_t)S * sizeof(int64_t)), *keep = malloc((size_t)S * sizeof(int64_t));
+    double *gh = malloc((size_t)BN_LG_COUNT * (size_t)S * sizeof(double));
+    if (!col || !map || !keep || !gh) {
+        free(col);
+        free(map);
+        free(keep);
+        free(gh);
+        return bn_fail(BN_ERR_NOMEM, "cannot allocate the LOBPCG iteration");
+    }
+    const double tol = sh->tol;
+    /* Dropping threshold of bn_lobpcg_ritz: the basis may amplify rounding by
+     * at most 1/√tau (1e5 in fp64; 40 in fp32, where tol is ≥ 4e-6). */
+    const double tau = fmax(1e-10, 1e4 * sh->eps);
+    bn_status st = power_start(sh, op);
+    for (int64_t j = 0; j < S; j++) {
+        col[j] = (lob_col){.theta = NAN, .best = -INFINITY, .it = 0, .use_p = 0, .active = 1};
+        lam[j] = NAN;
+        conv[j] = 0;
+        map[j] = j;
+        shift[j] = 0;
+    }
+    pw_set cur;
+    pw_set_full(sh, op, &cur);
+    int cur_id = -1;
+    int64_t m = S, nactive = S;
+    int can_compact = !su->no_compact && S > 1;
+    double *act = hc(sh, BN_SC_ACTIVE);
+    /* power_start left ctl[ACTIVE] = 1 for every column. */
+    if (st == BN_OK) st = pw_set_product(sh, op, &cur, m);
+    if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_START, &cur, m);
+    if (st == BN_OK) st = down(sh, sh->hctl + (size_t)BN_SC_NV * (size_t)m, at(sh, cur.ctl, (size_t)BN_SC_NV * (size_t)m),
+                               2 * (size_t)m);
+    /* After a product: the stopping rules of column j, given its new value th. */
+#define LOB_CHECK(j, th, last_change_known)                                                                    \
+    do {                                                                                                       \
+        lob_col *c_ = &col[j];                                                                                 \
+        double th_ = (th);                                                                                     \
+        c_->it++;                                                                                              \
+        if (!isfinite(th_)) {                                                                                  \
+            c_->active = 0;                                                                                    \
+            lam[j] = NAN;                                                                                      \
+            break;                                                                                             \
+        }                                                                                                      \
+        if (th_ > c_->best) c_->best = th_;                                                                    \
+        double scale_ = fabs(th_);                                                                             \
+        int done_ = ceil && isfinite(ceil[j]) && th_ >= ceil[j] - 0.5 * tol * fabs(ceil[j]);                    \
+        if (!done_ && (last_change_known)) done_ = fabs(th_ - c_->theta) <= tol * scale_;                      \
+        c_->theta = th_;                                                                                       \
+        if (done_) {                                                                                           \
+            c_->active = 0;                                                                                    \
+            conv[j] = 1;                                                                                       \
+            lam[j] = c_->best;                                                                                 \
+        }                                                                                                      \
+    } while (0)
+    if (st == BN_OK) {
+        const double *mu = sh->hctl + (size_t)BN_SC_MU * (size_t)m, *nv = sh->hctl + (size_t)BN_SC_NV * (size_t)m;
+        for (int64_t j = 0; j < S; j++) {
+            LOB_CHECK(j, mu[j], 0);
+            if (col[j].active && nv[j] == 0) { /* x is an eigenvector */
+                col[j].active = 0;
+                conv[j] = 1;
+                lam[j] = col[j].best;
+            }
+        }
+    }
+    for (;;) {
+        nactive = 0;
+        for (int64_t k = 0; k < m; k++) nactive += col[map[k]].active;
+        if (st != BN_OK || nactive == 0) break;
+        int changed = 0;
+        if (can_compact && nactive <= m - (m / 8 > 1 ? m / 8 : 1)) {
+            pw_set *dst = &sh->cset[cur_id == 0 ? 1 : 0];
+            st = pw_set_alloc(sh, dst);
+            if (st == BN_OK && !dst->L) st = dalloc(sh, (size_t)(4 * (d + 1)) * (size_t)S, &dst->L);
+            if (st == BN_OK && cur_id >= 0) {
+                /* The columns leaving a compacted batch: their L blocks go home. */
+                st = be->ops->upload(be, sh->idx[0], map, (size_t)m * sizeof(int64_t));
+                if (st == BN_OK)
+                    st = be->ops->copy_columns(be, 4 * (d + 1), m, cur.L, 1, 4 * (d + 1), NULL, sh->L, 1,
+                                               4 * (d + 1), (const int64_t *)sh->idx[0]);
+            }
+            int64_t cnt = 0;
+            for (int64_t k = 0; k < m; k++)
+                if (col[map[k]].active) keep[cnt++] = k;
+            if (st == BN_OK) st = be->ops->upload(be, sh->idx[1], keep, (size_t)cnt * sizeof(int64_t));
+            if (st == BN_OK) st = pw_set_gather(sh, &cur, m, (const int64_t *)sh->idx[1], cnt, dst);
+            if (st != BN_OK) break;
+            for (int64_t k = 0; k < cnt; k++) map[k] = map[keep[k]];
+            m = cnt;
+            cur = *dst;
+            cur_id = cur_id == 0 ? 1 : 0;
+            sh->compactions++;
+            changed = 1;
+        }
+        act = sh->hctl + (size_t)BN_SC_ACTIVE * (size_t)m;
+        for (int64_t k = 0; k < m; k++) {
+            double a = col[map[k]].active;
+            if (act[k] != a) changed = 1;
+            act[k] = a;
+        }
+        if (changed) st = up(sh, cur.ctl, act, (size_t)m);
+        int capped = 0;
+        for (int64_t k = 0; k < m; k++) capped |= col[map[k]].active && col[map[k]].it >= su->maxiter;
+        if (st != BN_OK || capped) break; /* (all columns share maxiter: capped ⇒ every active one is) */
+        st = pw_set_product(sh, op, &cur, m);
+        if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_GRAM, &cur, m);
+        if (st == BN_OK) st = down(sh, gh, sh->G, (size_t)BN_LG_COUNT * (size_t)m);
+        if (st != BN_OK) break;
+        double *theta = sh->hctl + (size_t)BN_SC_MU * (size_t)m; /* scratch: the Ritz values */
+        for (int64_t k = 0; k < m; k++) {
+            lob_col *c = &col[map[k]];
+            double g[BN_LG_COUNT], cf[3] = {1, 0, 0}, lo;
+            theta[k] = NAN;
+            if (!c->active) continue;
+            for (int f = 0; f < BN_LG_COUNT; f++) g[f] = gh[(size_t)f * (size_t)m + (size_t)k];
+            if (bn_lobpcg_ritz(g, c->use_p, tau, &theta[k], &lo, cf) == 0) theta[k] = NAN;
+            c->use_p = 1;
+            double in[BN_LG_NIN];
+            lobpcg_coefficients(g, cf, theta[k], in);
+            for (int f = 0; f < BN_LG_NIN; f++) gh[(size_t)f * (size_t)m + (size_t)k] = in[f];
+        }
+        st = up(sh, sh->G, gh, (size_t)BN_LG_NIN * (size_t)m);
+        if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_COMBINE, &cur, m);
+        if (st != BN_OK) break;
+        for (int64_t k = 0; k < m; k++)
+            if (col[map[k]].active) LOB_CHECK(map[k], theta[k], 1);
+    }
+#undef LOB_CHECK
+    if (st == BN_OK && cur_id >= 0) {
+        st = be->ops->upload(be, sh->idx[0], map, (size_t)m * sizeof(int64_t));
+        if (st == BN_OK)
+            st = be->ops->copy_columns(be, 4 * (d + 1), m, cur.L, 1, 4 * (d + 1), NULL, sh->L, 1, 4 * (d + 1),
+                                       (const int64_t *)sh->idx[0]);
+    }
+    /* The warm starts of the next record: every column's x. */
+    if (st == BN_OK) st = lob_x_to_vectors(sh, sh->L, S, NULL, sh->V[op], sh->vg[op], NULL);
+    for (int64_t j = 0; j < S; j++) {
+        if (col[j].active) lam[j] = col[j].best; /* the best lower bound found */
+        iters[j] = col[j].it;
+    }
+    free(col);
+    free(map);
+    free(keep);
+    free(gh);
+    return st;
+}
+
 bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64_t *iters,
                          int64_t *conv)
 {
@@ -513,6 +743,7 @@ bn_status bn_sharp_power_bounded(bn_sharp *sh, int op, const double *ceil, doubl
                                  int64_t *iters, int64_t *conv)
 {
     if (op >= 0 && op < BN_SOP_COUNT && sh->W && sh->square) return power_square(sh, op, ceil, lam, shift, iters, conv);
+    if (op >= 0 && op < BN_SOP_COUNT && sh->W && sh->lobpcg) return power_lobpcg(sh, op, ceil, lam, shift, iters, conv);
     bn_backend *be = sh->be;
     const bn_sharp_setup *su = &sh->su;
     int64_t S = su->S, d = su->d;

@@ -122,6 +122,10 @@ typedef struct {
      * NULL = the general HVPs; ignored for the logistic loss and by backends
      * without power_square. */
     const void *sq_lam, *sq_cy;
+    /* 1 = the general path's λ_max by the shifted power iteration even where
+     * the backend has lobpcg_update (for tests and side-by-side benchmarks);
+     * 0 (default) = LOBPCG there. */
+    int plain_power;
 } bn_sharp_setup;
 
 typedef struct bn_sharp bn_sharp;

@@ -286,8 +286,9 @@ bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n,
     /* BN_SHARP_FULL, BN_SHARP_NO_COMPACT, BN_SHARP_NO_SHARE and
      * BN_SHARP_NO_CEILING (set: the engine in R^d; every column in the batch
      * until the last converges; the sphere iteration from its own previous
-     * vector; no ceiling for it): the previous algorithm, for side-by-side
-     * benchmarks (bench_sharpness --runs) and tests. */
+     * vector; no ceiling for it), and BN_SHARP_PLAIN_POWER (the shifted
+     * power iteration instead of LOBPCG on the general path): the previous
+     * algorithm, for side-by-side benchmarks (bench_sharpness --runs) and tests. */
     /* The square loss's structured products need the singular basis, so for
      * it the basis is used also when n ≥ d (then a rotation of R^d:
      * BN_SHARP_GENERAL=1 keeps the general HVPs, for benchmarks and tests). */
@@ -322,7 +323,7 @@ bn_status bn_sharp_log_create(bn_backend *be, const bn_run_config *c, int64_t n,
         .n = n, .d = d, .S = S, .logistic = c->loss == BN_LOSS_LOGISTIC, .Xc = Xc, .y = y,
         .eta_w = eta_w, .eta_gamma = eta_gamma, .seed = c->seed, .tol = c->sharpness_tol,
         .maxiter = c->sharpness_maxiter, .lanczos_max = lmax, .rank = rank, .w_in_rowspace = inrow,
-        .no_compact = getenv("BN_SHARP_NO_COMPACT") != NULL};
+        .no_compact = getenv("BN_SHARP_NO_COMPACT") != NULL, .plain_power = getenv("BN_SHARP_PLAIN_POWER") != NULL};
     if (lg->r > 0) {
         /* The engine in the row space: data Xr, dimension r, full rank, and
          * every w (V_r·w) in its row space. */

@@ -113,6 +113,7 @@ static const bn_backend_ops BN_SFX(cpu_ops) = {
     .hvp_columns = BN_SFX(cpu_hvp_columns),
     .power_update = BN_SFX(cpu_power_update),
     .lanczos_extend = BN_SFX(cpu_lanczos_extend),
+    .lobpcg_update = BN_SFX(cpu_lobpcg_update),
     .copy_columns = BN_SFX(cpu_copy_columns),
     .power_square = BN_SFX(cpu_power_square),
 };
