@@ -229,6 +229,7 @@ typedef struct {
                                  iteration and bisection)                       */
     int64_t bisected;         /* of those, not converged after 4 products and
                                  finished on the count                          */
+    int64_t lobpcg;           /* iterations by LOBPCG (the general path, issue 7) */
 } bn_sharpness_info;
 
 /* Zeros when sharpness is off. */

@@ -261,6 +261,8 @@ static bn_status hvp_state(bn_sharp *sh)
 
 int bn_sharp_is_square(const bn_sharp *sh) { return sh->square; }
 
+int bn_sharp_uses_lobpcg(const bn_sharp *sh) { return !sh->square && sh->lobpcg; }
+
 int64_t bn_sharp_last_corrected(const bn_sharp *sh) { return sh->square ? sh->last_fixed : 0; }
 
 int64_t bn_sharp_last_bisected(const bn_sharp *sh) { return sh->square ? sh->last_bisected : 0; }

@@ -479,6 +479,7 @@ bn_status bn_sharp_log_at(bn_sharp_log *lg, int64_t t, const void *W, const void
                 lg->info.not_converged += !lg->t_conv[j] && isfinite(lg->t_lam[j]);
                 lg->info.shifted += lg->t_shift[j] != 0;
             }
+            if (bn_sharp_uses_lobpcg(lg->eng)) lg->info.lobpcg += S;
             if (bn_sharp_is_square(lg->eng)) {
                 lg->info.structured += S;
                 lg->info.corrected += bn_sharp_last_corrected(lg->eng);

@@ -94,6 +94,8 @@ static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *si
                              : info.structured > 0 ? "power (shifted, warm-started; square loss: the Hessian's "
                                                      "diagonal-plus-rank-3 form in the singular basis, no matrix "
                                                      "products, every value certified by an eigenvalue count)"
+                             : info.lobpcg > 0     ? "LOBPCG (one vector, warm-started, batched: each iteration one "
+                                                     "product and the largest Ritz value on span{x, r, p}; no shift)"
                                                    : "power (shifted, warm-started, batched)");
     json_string(j, "state", "(w_t, gamma_t) of the recorded step, before its update");
     json_begin_array(j, "kinds");
@@ -108,6 +110,10 @@ static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *si
         json_number(j, "tol", c->sharpness_tol);
         json_number(j, "tol_effective", info.tol_effective);
         json_int(j, "maxiter", c->sharpness_maxiter);
+        if (info.lobpcg > 0 && info.structured == 0)
+            json_string(j, "shift", "none: LOBPCG's Ritz value is the largest on its subspace whatever the rest of "
+                                    "the spectrum; reported value = largest Ritz value (a lower bound of lambda_max)");
+        else
         json_string(j, "shift", "iterate on H - sigma I; when the Rayleigh quotient settles below sigma "
                                 "(dominant negative eigenvalue), sigma moves halfway to it and the column restarts; "
                                 "reported value = largest Rayleigh quotient (a lower bound of lambda_max)");
