@@ -24,6 +24,14 @@ flags="--oversubscribe"
 [ "$(id -u)" = 0 ] && flags="$flags --allow-run-as-root"
 # One thread per rank (the ranks share this machine's cores).
 export OMP_NUM_THREADS=1
+# The same OpenBLAS kernels everywhere: the single-process CLI restarts on the
+# kernels for this CPU where OpenBLAS falls back to old ones
+# (bn_blas_kernels_suggested), the MPI build cannot (its launcher owns the
+# process), and the set-up's SVDs round differently on other kernels.
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+    core=$(OPENBLAS_VERBOSE=2 "$CLI" --help 2>&1 | sed -n 's/^Core: //p' | tail -n 1)
+    [ -n "$core" ] && export OPENBLAS_CORETYPE="$core"
+fi
 
 # 7 × 2 settings × 2 seeds = 28 trajectories: 14/14 on 2 ranks, 9/9/10 on 3;
 # adaptive records and sharpness (rows of different lengths per shard).
