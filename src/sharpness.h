@@ -64,7 +64,7 @@
  * block.  While the open block's top Ritz value is not converged, or ties with
  * a closed block's value inside the top k, the process continues.
  *
- * LOBPCG (issue 7).  Where the backend has lobpcg_update (the CPU), the
+ * LOBPCG (issue 7).  Where the backend has lobpcg_update (CPU and CUDA), the
  * general path replaces the power iteration by LOBPCG with one vector: the
  * same start vectors and compaction; each iteration multiplies the residual
  * r = Ax - μx once and moves to the top Ritz vector of span{x, r, p} (3×3

@@ -28,6 +28,7 @@ typedef struct {
 
 /* 1: engines of fx_open keep every column in the power iteration's batch. */
 static int fx_no_compact = 0;
+static int fx_plain_power = 0; /* 1: the shifted power iteration instead of LOBPCG */
 /* The backend of fx_open (tests of the CUDA backend set it, then reset it). */
 static bn_backend_kind fx_kind = BN_BACKEND_CPU;
 
@@ -80,7 +81,7 @@ static void fx_open(fx *f, bn_precision prec, const double *xc, const double *y,
                          .eta_w = ew, .eta_gamma = eg, .seed = seed, .tol = tol,
                          .maxiter = maxiter, .lanczos_max = lanczos_max,
                          .rank = bn_la_rowspace_rank(rsp), .w_in_rowspace = inrow,
-                         .no_compact = fx_no_compact};
+                         .no_compact = fx_no_compact, .plain_power = fx_plain_power};
     bn_status st = bn_sharp_create(f->be, &su, &f->sh);
     cr_assert_eq(st, BN_OK, "bn_sharp_create: %s", bn_last_error());
     cr_assert_eq(bn_sharp_set_state(f->sh, f->dW, f->dgam), BN_OK);
@@ -334,6 +335,125 @@ Test(sharpness, negative_dominant_eigenvalue_is_not_reported)
     shape sq = {60, 40, 0}, lg = {60, 40, 1};
     check_solvers(&sq, 1, 1e-6);
     check_solvers(&lg, 1, 1e-6);
+}
+
+/* The general path runs LOBPCG where the backend can; the shifted power
+ * iteration (su.plain_power) must stay right, shifts included. */
+Test(sharpness, plain_power_iteration_matches_lapack)
+{
+    fx_plain_power = 1;
+    for (size_t i = 0; i < sizeof small_shapes / sizeof small_shapes[0]; i++)
+        check_solvers(&small_shapes[i], 0, 1e-6);
+    shape sq = {60, 40, 0}, lg = {60, 40, 1};
+    check_solvers(&sq, 1, 1e-6);
+    check_solvers(&lg, 1, 1e-6);
+}
+
+/* bn_lobpcg_ritz against LAPACK: the Ritz values of a symmetric A on span(B),
+ * B = (x, r, p) in R^12, from an orthonormal basis of B (QR) and dsyevd of
+ * QᵀAQ; and its coefficients c give a vector Bc whose Rayleigh quotient is
+ * the top Ritz value and whose residual is ⊥ span(B).  Then a p nearly in
+ * span{x, r} (relative part 1e-7, squared 1e-14 < tau = 1e-10): it is
+ * dropped and the answer is the two-vector one. */
+static void ritz_reference(const double *A, const double *B, int64_t m, int b, double *top, double *low)
+{
+    /* B: m×3 row-major; its first b columns */
+    double *Bb = malloc((size_t)(m * b) * sizeof(double)), *Q = malloc((size_t)(m * b) * sizeof(double)), T[9], ev[3];
+    for (int64_t a = 0; a < m; a++)
+        for (int k = 0; k < b; k++) Bb[a * b + k] = B[a * 3 + k];
+    cr_assert_eq(bn_la_orthonormalize(Bb, m, b, Q), BN_OK, "%s", bn_last_error());
+    free(Bb);
+    for (int i = 0; i < b; i++)
+        for (int k = 0; k < b; k++) {
+            double s = 0;
+            for (int64_t a = 0; a < m; a++)
+                for (int64_t e = 0; e < m; e++) s += Q[a * b + i] * A[a * m + e] * Q[e * b + k];
+            T[i * b + k] = s;
+        }
+    cr_assert_eq(bn_la_sym_eigen(T, b, ev, NULL), BN_OK);
+    *low = ev[0];
+    *top = ev[b - 1];
+    free(Q);
+}
+
+static void ritz_gram(const double *A, const double *B, int64_t m, double *g)
+{
+    double AB[12 * 3];
+    for (int64_t a = 0; a < m; a++)
+        for (int k = 0; k < 3; k++) {
+            double s = 0;
+            for (int64_t e = 0; e < m; e++) s += A[a * m + e] * B[e * 3 + k];
+            AB[a * 3 + k] = s;
+        }
+    const int mi[6][2] = {{0, 0}, {0, 1}, {0, 2}, {1, 1}, {1, 2}, {2, 2}};
+    for (int f = 0; f < 6; f++) {
+        double sm = 0, sk = 0;
+        for (int64_t a = 0; a < m; a++) {
+            sm += B[a * 3 + mi[f][0]] * B[a * 3 + mi[f][1]];
+            sk += B[a * 3 + mi[f][0]] * AB[a * 3 + mi[f][1]];
+        }
+        g[BN_LG_XX + f] = sm;
+        g[BN_LG_KXX + f] = sk;
+    }
+    g[BN_LG_WA] = g[BN_LG_WW] = 0;
+}
+
+Test(sharpness, lobpcg_ritz_matches_lapack)
+{
+    enum { M = 12 };
+    double A[M * M], B[M * 3], G[M * M], g[BN_LG_COUNT];
+    for (int trial = 0; trial < 20; trial++) {
+        bn_rng_normal(500 + (uint64_t)trial, BN_STREAM_DATA_X, 0, M * M, G);
+        for (int a = 0; a < M; a++)
+            for (int e = 0; e < M; e++) A[a * M + e] = G[a * M + e] + G[e * M + a];
+        double anorm = 0;
+        for (int a = 0; a < M * M; a++) anorm = fmax(anorm, fabs(A[a]));
+        bn_rng_normal(600 + (uint64_t)trial, BN_STREAM_DATA_X, 0, M * 3, B);
+        for (int a = 0; a < M; a++) B[a * 3 + 2] *= 1e-3 * (trial + 1); /* p much shorter than x, r */
+        ritz_gram(A, B, M, g);
+        double th, lo, c[3], rt, rl;
+        int used = bn_lobpcg_ritz(g, 1, 1e-10, &th, &lo, c);
+        cr_assert_eq(used, 3, "trial %d: basis of %d vectors, expected 3", trial, used);
+        ritz_reference(A, B, M, 3, &rt, &rl);
+        cr_expect_leq(fabs(th - rt), 1e-12 * anorm, "trial %d: top Ritz value %.17g vs LAPACK %.17g", trial, th, rt);
+        cr_expect_leq(fabs(lo - rl), 1e-12 * anorm, "trial %d: lowest %.17g vs LAPACK %.17g", trial, lo, rl);
+        double v[M], Av[M], vv = 0, vAv = 0;
+        for (int a = 0; a < M; a++) v[a] = B[a * 3] * c[0] + B[a * 3 + 1] * c[1] + B[a * 3 + 2] * c[2];
+        for (int a = 0; a < M; a++) {
+            Av[a] = 0;
+            for (int e = 0; e < M; e++) Av[a] += A[a * M + e] * v[e];
+            vv += v[a] * v[a];
+            vAv += v[a] * Av[a];
+        }
+        cr_expect_leq(fabs(vv - 1), 1e-12, "trial %d: ‖Bc‖² = %.17g, expected 1", trial, vv);
+        cr_expect_leq(fabs(vAv / vv - rt), 1e-12 * anorm, "trial %d: Rayleigh quotient of Bc %.17g vs %.17g", trial,
+                      vAv / vv, rt);
+        for (int k = 0; k < 3; k++) {
+            double s = 0;
+            for (int a = 0; a < M; a++) s += B[a * 3 + k] * (Av[a] - th * v[a]);
+            cr_expect_leq(fabs(s), 1e-11 * anorm, "trial %d: residual not ⊥ basis vector %d (%.3g)", trial, k, s);
+        }
+        /* p nearly dependent: dropped */
+        double Bd[M * 3], n3[M];
+        bn_rng_normal(700 + (uint64_t)trial, BN_STREAM_DATA_X, 0, M, n3);
+        for (int a = 0; a < M; a++) {
+            Bd[a * 3] = B[a * 3];
+            Bd[a * 3 + 1] = B[a * 3 + 1];
+            Bd[a * 3 + 2] = 0.5 * B[a * 3] - 2 * B[a * 3 + 1] + 1e-7 * n3[a];
+        }
+        ritz_gram(A, Bd, M, g);
+        used = bn_lobpcg_ritz(g, 1, 1e-10, &th, &lo, c);
+        cr_expect_eq(used, 2, "trial %d: a nearly dependent p was kept (%d vectors)", trial, used);
+        cr_expect_eq(c[2], 0, "trial %d: dropped p has coefficient %g", trial, c[2]);
+        ritz_reference(A, Bd, M, 2, &rt, &rl);
+        cr_expect_leq(fabs(th - rt), 1e-12 * anorm, "trial %d: two-vector Ritz value %.17g vs %.17g", trial, th, rt);
+        /* without p (the first iteration) */
+        ritz_gram(A, B, M, g);
+        used = bn_lobpcg_ritz(g, 0, 1e-10, &th, &lo, c);
+        cr_expect_eq(used, 2);
+        ritz_reference(A, B, M, 2, &rt, &rl);
+        cr_expect_leq(fabs(th - rt), 1e-12 * anorm, "trial %d: use_p = 0: %.17g vs %.17g", trial, th, rt);
+    }
 }
 
 /* Default tolerance (1e-6): the estimate is a lower bound of λ_max and close. */

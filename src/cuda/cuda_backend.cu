@@ -609,6 +609,7 @@ template <typename T> bn_backend_ops make_ops()
     o.hvp_columns = bn_cuda_hvp_columns<T>;
     o.power_update = bn_cuda_power_update<T>;
     o.lanczos_extend = bn_cuda_lanczos_extend<T>;
+    o.lobpcg_update = bn_cuda_lobpcg_update<T>;
     o.copy_columns = bn_cuda_copy_columns<T>;
     o.power_square = bn_cuda_power_square<T>;
     return o;

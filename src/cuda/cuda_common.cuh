@@ -159,6 +159,9 @@ template <typename T>
 bn_status bn_cuda_power_update(bn_backend *be, int64_t d, int64_t S, void *V, void *vg, const void *X,
                                const void *xg, const void *W, int project, void *ctl);
 template <typename T>
+bn_status bn_cuda_lobpcg_update(bn_backend *be, int stage, int64_t d, int64_t S, void *V, void *vg, void *X,
+                                void *xg, const void *W, int project, void *L, void *G, void *ctl);
+template <typename T>
 bn_status bn_cuda_lanczos_extend(bn_backend *be, int64_t d, int64_t S, int64_t k, void *QW, void *QG,
                                  const void *X, const void *xg, const void *W, int project, uint64_t seed,
                                  uint64_t counter, void *ctl, void *coef);

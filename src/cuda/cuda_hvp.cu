@@ -4,6 +4,7 @@
  *   hvp_columns          bn_hvp_column             (directional pass, per column of n)
  *   power_update         bn_power_update_column    (per column of d)
  *   lanczos_extend       bn_lanczos_extend_column  (per column of d)
+ *   lobpcg_update        bn_lobpcg_column          (per column of d)
  * with the CPU backend's semantics (src/cpu/cpu_hvp_impl.h): the same
  * per-element formulas (bn_hvp_coeffs, bn_hvp_qdot_elem, bn_hvp_random and the
  * loss derivatives of bn_math.h are called as they are; the few formulas that
@@ -198,6 +199,106 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     }
 }
 
+/* bn_lobpcg_column for the active columns (as in it: the stages of
+ * bn_hvp_math.h; the γ entries, index d of the L vectors, by lane 0). */
+template <typename T, int TPC>
+__global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
+    lobpcg_kernel(int stage, int64_t d, int64_t S, T *V, T *vg, T *X, T *xg, const T *W, int project, T *L, T *G,
+                  T *ctl)
+{
+    const int64_t col = group_col<TPC>();
+    const int lane = group_lane<TPC>();
+    if (col >= S) return;
+    if (ctl[BN_SC_ACTIVE * S + col] == 0) return; /* uniform: others untouched */
+    T *v = V + col * d, *x = X + col * d;
+    const T *w = W + col * d;
+    const int64_t e = d + 1;
+    T *lx = L + col * 4 * e, *lax = lx + e, *lp = lx + 2 * e, *lap = lx + 3 * e;
+    const T vg0 = vg[col], xg0 = xg[col];
+    if (stage == BN_LOB_START) {
+        if (project) group_project<T, TPC>(d, lane, w, x);
+        T s2[2] = {0, 0}; /* xᵀx, xᵀAx (w-parts) */
+        for (int64_t i = lane; i < d; i += TPC) {
+            const T vi = v[i], xi = x[i];
+            lx[i] = vi;
+            lax[i] = xi;
+            lp[i] = lap[i] = 0;
+            s2[0] += vi * vi;
+            s2[1] += vi * xi;
+        }
+        group_sum<TPC>(s2);
+        const T xx = s2[0] + vg0 * vg0;
+        const T mu = xx > 0 ? (s2[1] + vg0 * xg0) / xx : (T)NAN;
+        T rr[1] = {0};
+        for (int64_t i = lane; i < d; i += TPC) {
+            const T ri = lax[i] - mu * lx[i];
+            v[i] = ri;
+            rr[0] += ri * ri;
+        }
+        group_sum<TPC>(rr);
+        if (lane == 0) {
+            lx[d] = vg0;
+            lax[d] = xg0;
+            lp[d] = lap[d] = 0;
+            const T rg = xg0 - mu * vg0;
+            vg[col] = rg;
+            ctl[BN_SC_MU * S + col] = mu;
+            ctl[BN_SC_NV * S + col] = bn_hm<T>::sqrt_(rr[0] + rg * rg);
+        }
+    } else if (stage == BN_LOB_GRAM) {
+        T s[BN_LG_COUNT];
+#pragma unroll
+        for (int f = 0; f < BN_LG_COUNT; f++) s[f] = 0;
+        for (int64_t i = lane; i < d; i += TPC) {
+            const T xi = lx[i], ri = v[i], pi = lp[i], axi = lax[i], ari = x[i], api = lap[i], wi = w[i];
+            s[BN_LG_XX] += xi * xi;
+            s[BN_LG_XR] += xi * ri;
+            s[BN_LG_XP] += xi * pi;
+            s[BN_LG_RR] += ri * ri;
+            s[BN_LG_RP] += ri * pi;
+            s[BN_LG_PP] += pi * pi;
+            s[BN_LG_KXX] += xi * axi;
+            s[BN_LG_KXR] += xi * ari;
+            s[BN_LG_KXP] += xi * api;
+            s[BN_LG_KRR] += ri * ari;
+            s[BN_LG_KRP] += ri * api;
+            s[BN_LG_KPP] += pi * api;
+            s[BN_LG_WA] += wi * ari;
+            s[BN_LG_WW] += wi * wi;
+        }
+        group_sum<TPC>(s);
+        if (lane == 0) {
+            const T xg_ = lx[d], rg = vg0, pg = lp[d], axg = lax[d], arg = xg0, apg = lap[d];
+            const T tail[BN_LG_COUNT] = {xg_ * xg_, xg_ * rg,  xg_ * pg,  rg * rg,  rg * pg,  pg * pg, xg_ * axg,
+                                         xg_ * arg, xg_ * apg, rg * arg, rg * apg, pg * apg, 0,       0};
+            for (int f = 0; f < BN_LG_COUNT; f++) G[f * S + col] = s[f] + tail[f];
+        }
+    } else {
+        const T cx = G[BN_LG_CX * S + col], cr = G[BN_LG_CR * S + col], cp = G[BN_LG_CP * S + col];
+        const T pr = G[BN_LG_PR * S + col], pp = G[BN_LG_PPC * S + col], mu = G[BN_LG_MU * S + col];
+        const T ww = G[BN_LG_WW * S + col];
+        const T f = project && ww > 0 ? G[BN_LG_WA * S + col] / ww : (T)0;
+        for (int64_t i = lane; i < d; i += TPC) {
+            const T ri = v[i], ari = x[i] - f * w[i];
+            const T xn = cx * lx[i] + cr * ri + cp * lp[i], axn = cx * lax[i] + cr * ari + cp * lap[i];
+            lp[i] = pr * ri + pp * lp[i];
+            lap[i] = pr * ari + pp * lap[i];
+            lx[i] = xn;
+            lax[i] = axn;
+            v[i] = axn - mu * xn;
+        }
+        if (lane == 0) {
+            const T xn = cx * lx[d] + cr * vg0 + cp * lp[d], axn = cx * lax[d] + cr * xg0 + cp * lap[d];
+            lp[d] = pr * vg0 + pp * lp[d];
+            lap[d] = pr * xg0 + pp * lap[d];
+            lx[d] = xn;
+            lax[d] = axn;
+            vg[col] = axn - mu * xn;
+            ctl[BN_SC_MU * S + col] = mu;
+        }
+    }
+}
+
 /* bn_lanczos_extend_column for the active columns.  X == NULL: the
  * pseudo-random vector (key seed + j, counter). */
 template <typename T, int TPC>
@@ -379,6 +480,22 @@ bn_status bn_cuda_power_update(bn_backend *be, int64_t d, int64_t S, void *V, vo
 }
 
 template <typename T>
+bn_status bn_cuda_lobpcg_update(bn_backend *be, int stage, int64_t d, int64_t S, void *V, void *vg, void *X,
+                                void *xg, const void *W, int project, void *L, void *G, void *ctl)
+{
+    BN_TRY(check_dims("lobpcg_update", d, S));
+    if (stage < BN_LOB_START || stage > BN_LOB_COMBINE)
+        return bn_fail(BN_ERR_ARG, "CUDA lobpcg_update: stage %d", stage);
+    if (S == 0) return BN_OK;
+    cudaStream_t stream;
+    BN_TRY(bn_cuda_backend_stream(be, &stream));
+    BN_HVP_LAUNCH(d, S, stream, lobpcg_kernel, stage, d, S, (T *)V, (T *)vg, (T *)X, (T *)xg, (const T *)W, project,
+                  (T *)L, (T *)G, (T *)ctl);
+    BN_CU(cudaGetLastError());
+    return BN_OK;
+}
+
+template <typename T>
 bn_status bn_cuda_lanczos_extend(bn_backend *be, int64_t d, int64_t S, int64_t k, void *QW, void *QG,
                                  const void *X, const void *xg, const void *W, int project, uint64_t seed,
                                  uint64_t counter, void *ctl, void *coef)
@@ -442,6 +559,8 @@ bn_status bn_cuda_copy_columns(bn_backend *be, int64_t rows, int64_t count, cons
                                               const void *, const void *, void *, void *);                  \
     template bn_status bn_cuda_power_update<T>(bn_backend *, int64_t, int64_t, void *, void *, const void *, \
                                                const void *, const void *, int, void *);                    \
+    template bn_status bn_cuda_lobpcg_update<T>(bn_backend *, int, int64_t, int64_t, void *, void *, void *,   \
+                                                void *, const void *, int, void *, void *, void *);         \
     template bn_status bn_cuda_lanczos_extend<T>(bn_backend *, int64_t, int64_t, int64_t, void *, void *,   \
                                                  const void *, const void *, const void *, int, uint64_t,   \
                                                  uint64_t, void *, void *);                 \
