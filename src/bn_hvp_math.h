@@ -239,7 +239,7 @@ BN_HD static inline int bn_lobpcg_ritz(const double *g, int use_p, double tau, d
             diag += C[i][i] * C[i][i];
             for (int k = i + 1; k < used; k++) off += C[i][k] * C[i][k];
         }
-        if (!(off > 1e-34 * diag)) break;
+        if (!(off > 1e-30 * diag)) break;
         for (int i = 0; i < used; i++)
             for (int k = i + 1; k < used; k++) {
                 if (C[i][k] == 0) continue;
