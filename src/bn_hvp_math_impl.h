@@ -234,6 +234,22 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lanczos_extend_column)(int64
     ctl[BN_SC_BETA * S] = beta;
 }
 
+/* One entry of LOBPCG's COMBINE (bn_hvp_math.h), shared with the CUDA kernel:
+ * c the BN_LG_NIN inputs (cx, cr, cp, pr, pp, μ), ri and ari the entry of r
+ * and of ΠAr; the entries of x, Ax, p, Ap are updated in place, and the
+ * entry of the new residual Ax - μx is returned. */
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_lobpcg_combine_entry)(const REAL *c, REAL ri, REAL ari, REAL *x,
+                                                                          REAL *ax, REAL *p, REAL *ap)
+{
+    REAL xn = c[BN_LG_CX] * *x + c[BN_LG_CR] * ri + c[BN_LG_CP] * *p;
+    REAL axn = c[BN_LG_CX] * *ax + c[BN_LG_CR] * ari + c[BN_LG_CP] * *ap;
+    *p = c[BN_LG_PR] * ri + c[BN_LG_PPC] * *p;
+    *ap = c[BN_LG_PR] * ari + c[BN_LG_PPC] * *ap;
+    *x = xn;
+    *ax = axn;
+    return axn - c[BN_LG_MU] * xn;
+}
+
 /* One stage of LOBPCG for one column (bn_hvp_math.h: BN_LOB_*): L the
  * column's 4(d+1) reals, v/vg the vector last multiplied, x/xg its product
  * (START projects it in place with Π when project), G: BN_LG_COUNT fields and
@@ -293,26 +309,13 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, in
                                         xg_ * arg, xg_ * apg, rg * arg, rg * apg, pg * apg, 0,       0};
         for (int f = 0; f < BN_LG_COUNT; f++) G[f * S] = BN_SFX(bn_lane_total)(s8[f]) + tail[f];
     } else {
-        const REAL cx = G[BN_LG_CX * S], cr = G[BN_LG_CR * S], cp = G[BN_LG_CP * S];
-        const REAL pr = G[BN_LG_PR * S], pp = G[BN_LG_PPC * S], mu = G[BN_LG_MU * S];
+        REAL c[BN_LG_NIN];
+        for (int k = 0; k < BN_LG_NIN; k++) c[k] = G[k * S];
         const REAL ww = G[BN_LG_WW * S];
         const REAL f = project && ww > 0 ? G[BN_LG_WA * S] / ww : (REAL)0;
-        for (int64_t i = 0; i < d; i++) {
-            REAL ri = v[i], ari = x[i] - f * w[i];
-            REAL xn = cx * lx[i] + cr * ri + cp * lp[i], axn = cx * lax[i] + cr * ari + cp * lap[i];
-            lp[i] = pr * ri + pp * lp[i];
-            lap[i] = pr * ari + pp * lap[i];
-            lx[i] = xn;
-            lax[i] = axn;
-            v[i] = axn - mu * xn;
-        }
-        REAL ri = *vg, ari = *xg;
-        REAL xn = cx * lx[d] + cr * ri + cp * lp[d], axn = cx * lax[d] + cr * ari + cp * lap[d];
-        lp[d] = pr * ri + pp * lp[d];
-        lap[d] = pr * ari + pp * lap[d];
-        lx[d] = xn;
-        lax[d] = axn;
-        *vg = axn - mu * xn;
-        ctl[BN_SC_MU * S] = mu;
+        for (int64_t i = 0; i < d; i++)
+            v[i] = BN_SFX(bn_lobpcg_combine_entry)(c, v[i], x[i] - f * w[i], &lx[i], &lax[i], &lp[i], &lap[i]);
+        *vg = BN_SFX(bn_lobpcg_combine_entry)(c, *vg, *xg, &lx[d], &lax[d], &lp[d], &lap[d]);
+        ctl[BN_SC_MU * S] = c[BN_LG_MU];
     }
 }

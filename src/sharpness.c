@@ -486,6 +486,39 @@ static bn_status pw_set_iteration(bn_sharp *sh, int op, const pw_set *s, int64_t
                 2 * (size_t)m);
 }
 
+/* The L blocks of a compacted batch (m columns of cur) back to their own
+ * columns map[0..m) of sh->L (LOBPCG's send_home). */
+static bn_status lob_send_home(bn_sharp *sh, const pw_set *cur, const int64_t *map, int64_t m)
+{
+    bn_backend *be = sh->be;
+    int64_t e4 = 4 * (sh->su.d + 1);
+    BN_TRY(be->ops->upload(be, sh->idx[0], map, (size_t)m * sizeof(int64_t)));
+    return be->ops->copy_columns(be, e4, m, cur->L, 1, e4, NULL, sh->L, 1, e4, (const int64_t *)sh->idx[0]);
+}
+
+/* Compaction (issue 7): the working batch *cur (*m columns, the engine's
+ * columns map[0..*m)) becomes its columns keep[0..cnt), gathered into the
+ * other compacted set; map, *m and *cur_id follow.  A compacted batch's
+ * columns first go home: their warm vectors (power iteration) or their L
+ * blocks (lob, LOBPCG). */
+static bn_status compact_batch(bn_sharp *sh, int op, int lob, pw_set *cur, int *cur_id, int64_t *map, int64_t *m,
+                               const int64_t *keep, int64_t cnt)
+{
+    bn_backend *be = sh->be;
+    pw_set *dst = &sh->cset[*cur_id == 0 ? 1 : 0];
+    BN_TRY(pw_set_alloc(sh, dst));
+    if (lob && !dst->L) BN_TRY(dalloc(sh, (size_t)(4 * (sh->su.d + 1)) * (size_t)sh->su.S, &dst->L));
+    if (*cur_id >= 0) BN_TRY(lob ? lob_send_home(sh, cur, map, *m) : send_home(sh, op, sh->su.d, cur, map, *m));
+    BN_TRY(be->ops->upload(be, sh->idx[1], keep, (size_t)cnt * sizeof(int64_t)));
+    BN_TRY(pw_set_gather(sh, cur, *m, (const int64_t *)sh->idx[1], cnt, dst));
+    for (int64_t k = 0; k < cnt; k++) map[k] = map[keep[k]];
+    *m = cnt;
+    *cur = *dst;
+    *cur_id = *cur_id == 0 ? 1 : 0;
+    sh->compactions++;
+    return BN_OK;
+}
+
 /* bn_sharp_power with power_square: the same start vectors as power_start, the
  * same shifts and stopping rule (bn_power_control), each column's whole
  * iteration, its start included, in one backend call. */
@@ -532,15 +565,14 @@ static bn_status lob_stage(bn_sharp *sh, int op, int stage, const pw_set *s, int
                                   (op & BN_SOP_PROJECT) != 0, s->L, sh->G, s->ctl);
 }
 
-/* dst columns didx ← src columns sidx of the x-part of L blocks (the warm
- * vectors: w-part into a d×· matrix, γ into an array). */
-static bn_status lob_x_to_vectors(bn_sharp *sh, const void *L, int64_t count, const int64_t *sidx, void *V,
-                                  void *vg, const int64_t *didx)
+/* The warm starts of operator op: every column's x, the first vector of its
+ * block in sh->L (w-part into V[op], γ into vg[op]). */
+static bn_status lob_x_home(bn_sharp *sh, int op)
 {
     bn_backend *be = sh->be;
-    int64_t d = sh->su.d, e4 = 4 * (d + 1);
-    BN_TRY(be->ops->copy_columns(be, d, count, L, 1, e4, sidx, V, 1, d, didx));
-    return be->ops->copy_columns(be, 1, count, at(sh, (void *)L, (size_t)d), 1, e4, sidx, vg, 1, 1, didx);
+    int64_t d = sh->su.d, S = sh->su.S, e4 = 4 * (d + 1);
+    BN_TRY(be->ops->copy_columns(be, d, S, sh->L, 1, e4, NULL, sh->V[op], 1, d, NULL));
+    return be->ops->copy_columns(be, 1, S, at(sh, sh->L, (size_t)d), 1, e4, NULL, sh->vg[op], 1, 1, NULL);
 }
 
 /* COMBINE's inputs (bn_hvp_math.h) from the Gram entries g and the Ritz
@@ -573,6 +605,29 @@ typedef struct {
     int use_p, active;
 } lob_col;
 
+/* After a product: column c's stopping rules, given its new value th (the
+ * start's Rayleigh quotient, then the Ritz values; change_known once there
+ * is a previous one) and its ceiling ceil (NaN: none).  Writes lam and conv
+ * when the column stops. */
+static void lob_check(lob_col *c, double th, int change_known, double ceil, double tol, double *lam, int64_t *conv)
+{
+    c->it++;
+    if (!isfinite(th)) {
+        c->active = 0;
+        *lam = NAN;
+        return;
+    }
+    if (th > c->best) c->best = th;
+    int done = isfinite(ceil) && th >= ceil - 0.5 * tol * fabs(ceil);
+    if (!done && change_known) done = fabs(th - c->theta) <= tol * fabs(th);
+    c->theta = th;
+    if (done) {
+        c->active = 0;
+        *conv = 1;
+        *lam = c->best;
+    }
+}
+
 /* bn_sharp_power_bounded on the general path by LOBPCG (sharpness.h): the
  * same start vectors (power_start) and compaction as the power iteration;
  * no shift (the Ritz value is the largest on its subspace whatever the sign
@@ -580,7 +635,6 @@ typedef struct {
 static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *lam, double *shift, int64_t *iters,
                               int64_t *conv)
 {
-    bn_backend *be = sh->be;
     const bn_sharp_setup *su = &sh->su;
     int64_t S = su->S, d = su->d;
     BN_TRY(hvp_state(sh));
@@ -620,32 +674,10 @@ static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *
     if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_START, &cur, m);
     if (st == BN_OK) st = down(sh, sh->hctl + (size_t)BN_SC_NV * (size_t)m, at(sh, cur.ctl, (size_t)BN_SC_NV * (size_t)m),
                                2 * (size_t)m);
-    /* After a product: the stopping rules of column j, given its new value th. */
-#define LOB_CHECK(j, th, last_change_known)                                                                    \
-    do {                                                                                                       \
-        lob_col *c_ = &col[j];                                                                                 \
-        double th_ = (th);                                                                                     \
-        c_->it++;                                                                                              \
-        if (!isfinite(th_)) {                                                                                  \
-            c_->active = 0;                                                                                    \
-            lam[j] = NAN;                                                                                      \
-            break;                                                                                             \
-        }                                                                                                      \
-        if (th_ > c_->best) c_->best = th_;                                                                    \
-        double scale_ = fabs(th_);                                                                             \
-        int done_ = ceil && isfinite(ceil[j]) && th_ >= ceil[j] - 0.5 * tol * fabs(ceil[j]);                    \
-        if (!done_ && (last_change_known)) done_ = fabs(th_ - c_->theta) <= tol * scale_;                      \
-        c_->theta = th_;                                                                                       \
-        if (done_) {                                                                                           \
-            c_->active = 0;                                                                                    \
-            conv[j] = 1;                                                                                       \
-            lam[j] = c_->best;                                                                                 \
-        }                                                                                                      \
-    } while (0)
     if (st == BN_OK) {
         const double *mu = sh->hctl + (size_t)BN_SC_MU * (size_t)m, *nv = sh->hctl + (size_t)BN_SC_NV * (size_t)m;
         for (int64_t j = 0; j < S; j++) {
-            LOB_CHECK(j, mu[j], 0);
+            lob_check(&col[j], mu[j], 0, ceil ? ceil[j] : NAN, tol, &lam[j], &conv[j]);
             if (col[j].active && nv[j] == 0) { /* x is an eigenvector */
                 col[j].active = 0;
                 conv[j] = 1;
@@ -659,27 +691,10 @@ static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *
         if (st != BN_OK || nactive == 0) break;
         int changed = 0;
         if (can_compact && nactive <= m - (m / 8 > 1 ? m / 8 : 1)) {
-            pw_set *dst = &sh->cset[cur_id == 0 ? 1 : 0];
-            st = pw_set_alloc(sh, dst);
-            if (st == BN_OK && !dst->L) st = dalloc(sh, (size_t)(4 * (d + 1)) * (size_t)S, &dst->L);
-            if (st == BN_OK && cur_id >= 0) {
-                /* The columns leaving a compacted batch: their L blocks go home. */
-                st = be->ops->upload(be, sh->idx[0], map, (size_t)m * sizeof(int64_t));
-                if (st == BN_OK)
-                    st = be->ops->copy_columns(be, 4 * (d + 1), m, cur.L, 1, 4 * (d + 1), NULL, sh->L, 1,
-                                               4 * (d + 1), (const int64_t *)sh->idx[0]);
-            }
             int64_t cnt = 0;
             for (int64_t k = 0; k < m; k++)
                 if (col[map[k]].active) keep[cnt++] = k;
-            if (st == BN_OK) st = be->ops->upload(be, sh->idx[1], keep, (size_t)cnt * sizeof(int64_t));
-            if (st == BN_OK) st = pw_set_gather(sh, &cur, m, (const int64_t *)sh->idx[1], cnt, dst);
-            if (st != BN_OK) break;
-            for (int64_t k = 0; k < cnt; k++) map[k] = map[keep[k]];
-            m = cnt;
-            cur = *dst;
-            cur_id = cur_id == 0 ? 1 : 0;
-            sh->compactions++;
+            if ((st = compact_batch(sh, op, 1, &cur, &cur_id, map, &m, keep, cnt)) != BN_OK) break;
             changed = 1;
         }
         act = sh->hctl + (size_t)BN_SC_ACTIVE * (size_t)m;
@@ -712,18 +727,14 @@ static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *
         st = up(sh, sh->G, gh, (size_t)BN_LG_NIN * (size_t)m);
         if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_COMBINE, &cur, m);
         if (st != BN_OK) break;
-        for (int64_t k = 0; k < m; k++)
-            if (col[map[k]].active) LOB_CHECK(map[k], theta[k], 1);
+        for (int64_t k = 0; k < m; k++) {
+            int64_t j = map[k];
+            if (col[j].active) lob_check(&col[j], theta[k], 1, ceil ? ceil[j] : NAN, tol, &lam[j], &conv[j]);
+        }
     }
-#undef LOB_CHECK
-    if (st == BN_OK && cur_id >= 0) {
-        st = be->ops->upload(be, sh->idx[0], map, (size_t)m * sizeof(int64_t));
-        if (st == BN_OK)
-            st = be->ops->copy_columns(be, 4 * (d + 1), m, cur.L, 1, 4 * (d + 1), NULL, sh->L, 1, 4 * (d + 1),
-                                       (const int64_t *)sh->idx[0]);
-    }
-    /* The warm starts of the next record: every column's x. */
-    if (st == BN_OK) st = lob_x_to_vectors(sh, sh->L, S, NULL, sh->V[op], sh->vg[op], NULL);
+    if (st == BN_OK && cur_id >= 0) st = lob_send_home(sh, &cur, map, m);
+    /* The warm starts of the next record. */
+    if (st == BN_OK) st = lob_x_home(sh, op);
     for (int64_t j = 0; j < S; j++) {
         if (col[j].active) lam[j] = col[j].best; /* the best lower bound found */
         iters[j] = col[j].it;
@@ -828,23 +839,10 @@ bn_status bn_sharp_power_bounded(bn_sharp *sh, int op, const double *ceil, doubl
             changed = 1;
         }
         if (st == BN_OK && can_compact && nactive > 0 && nactive <= m - (m / 8 > 1 ? m / 8 : 1)) {
-            pw_set *dst = &sh->cset[cur_id == 0 ? 1 : 0];
-            st = pw_set_alloc(sh, dst);
-            if (st == BN_OK && cur_id >= 0) {
-                /* The columns of this batch leave it: their vectors go home (warm starts). */
-                st = send_home(sh, op, d, &cur, map, m);
-            }
             int64_t cnt = 0;
             for (int64_t k = 0; k < m; k++)
                 if (col[map[k]].active) keep[cnt++] = k;
-            if (st == BN_OK) st = be->ops->upload(be, sh->idx[1], keep, (size_t)cnt * sizeof(int64_t));
-            if (st == BN_OK) st = pw_set_gather(sh, &cur, m, (const int64_t *)sh->idx[1], cnt, dst);
-            if (st != BN_OK) break;
-            for (int64_t k = 0; k < cnt; k++) map[k] = map[keep[k]];
-            m = cnt;
-            cur = *dst;
-            cur_id = cur_id == 0 ? 1 : 0;
-            sh->compactions++;
+            if ((st = compact_batch(sh, op, 0, &cur, &cur_id, map, &m, keep, cnt)) != BN_OK) break;
             changed = 1;
         }
         act = sh->hctl + (size_t)BN_SC_ACTIVE * (size_t)m;

@@ -111,6 +111,10 @@ template <> struct bn_hm<double> {
     {
         return bn_hvp_qdot_elem_f64(cf, r, h, u, ud);
     }
+    __host__ __device__ static double lob_combine(const double *c, double r, double ar, double *x, double *ax, double *p, double *ap)
+    {
+        return bn_lobpcg_combine_entry_f64(c, r, ar, x, ax, p, ap);
+    }
     __host__ __device__ static double sqrt_(double x) { return sqrt(x); }
 };
 template <> struct bn_hm<float> {
@@ -124,6 +128,10 @@ template <> struct bn_hm<float> {
     __host__ __device__ static float qdot(const coef *cf, float r, float h, float u, float ud)
     {
         return bn_hvp_qdot_elem_f32(cf, r, h, u, ud);
+    }
+    __host__ __device__ static float lob_combine(const float *c, float r, float ar, float *x, float *ax, float *p, float *ap)
+    {
+        return bn_lobpcg_combine_entry_f32(c, r, ar, x, ax, p, ap);
     }
     __host__ __device__ static float sqrt_(float x) { return sqrtf(x); }
 };

@@ -274,27 +274,16 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
             for (int f = 0; f < BN_LG_COUNT; f++) G[f * S + col] = s[f] + tail[f];
         }
     } else {
-        const T cx = G[BN_LG_CX * S + col], cr = G[BN_LG_CR * S + col], cp = G[BN_LG_CP * S + col];
-        const T pr = G[BN_LG_PR * S + col], pp = G[BN_LG_PPC * S + col], mu = G[BN_LG_MU * S + col];
+        T c[BN_LG_NIN];
+#pragma unroll
+        for (int k = 0; k < BN_LG_NIN; k++) c[k] = G[k * S + col];
         const T ww = G[BN_LG_WW * S + col];
         const T f = project && ww > 0 ? G[BN_LG_WA * S + col] / ww : (T)0;
-        for (int64_t i = lane; i < d; i += TPC) {
-            const T ri = v[i], ari = x[i] - f * w[i];
-            const T xn = cx * lx[i] + cr * ri + cp * lp[i], axn = cx * lax[i] + cr * ari + cp * lap[i];
-            lp[i] = pr * ri + pp * lp[i];
-            lap[i] = pr * ari + pp * lap[i];
-            lx[i] = xn;
-            lax[i] = axn;
-            v[i] = axn - mu * xn;
-        }
+        for (int64_t i = lane; i < d; i += TPC)
+            v[i] = bn_hm<T>::lob_combine(c, v[i], x[i] - f * w[i], &lx[i], &lax[i], &lp[i], &lap[i]);
         if (lane == 0) {
-            const T xn = cx * lx[d] + cr * vg0 + cp * lp[d], axn = cx * lax[d] + cr * xg0 + cp * lap[d];
-            lp[d] = pr * vg0 + pp * lp[d];
-            lap[d] = pr * xg0 + pp * lap[d];
-            lx[d] = xn;
-            lax[d] = axn;
-            vg[col] = axn - mu * xn;
-            ctl[BN_SC_MU * S + col] = mu;
+            vg[col] = bn_hm<T>::lob_combine(c, vg0, xg0, &lx[d], &lax[d], &lp[d], &lap[d]);
+            ctl[BN_SC_MU * S + col] = c[BN_LG_MU];
         }
     }
 }
