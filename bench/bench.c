@@ -1288,8 +1288,7 @@ int main(int argc, char **argv)
             again = 1;
         }
         /* The floor is OpenBLAS's best: its own kernels for this CPU. */
-        const char *kernels = bn_blas_kernels_suggested();
-        if (kernels && setenv("OPENBLAS_CORETYPE", kernels, 1) == 0) again = 1;
+        if (bn_blas_kernels_setenv()) again = 1;
         if (again) {
             setenv("BN_BENCH_OMP_SET", "1", 1);
             execv("/proc/self/exe", argv);

@@ -127,8 +127,7 @@ int main(int argc, char **argv)
 {
     /* OpenBLAS at its best on this CPU (bn_blas_kernels_suggested): it reads
      * OPENBLAS_CORETYPE when it starts. */
-    const char *kernels = bn_blas_kernels_suggested();
-    if (kernels && setenv("OPENBLAS_CORETYPE", kernels, 1) == 0) execv("/proc/self/exe", argv);
+    if (bn_blas_kernels_setenv()) execv("/proc/self/exe", argv);
     int threads = 2, quick = 0;
     const char *csv = NULL;
     for (int i = 1; i < argc; i++) {

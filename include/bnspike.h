@@ -588,6 +588,9 @@ bn_status bn_backends_describe(char *buf, size_t len);
  * OPENBLAS_CORETYPE only when it starts, so a program sets it and re-executes
  * itself (the CLI and the benchmarks do). */
 const char *bn_blas_kernels_suggested(void);
+/* Sets OPENBLAS_CORETYPE to bn_blas_kernels_suggested() when that is not
+ * NULL; returns 1 when it did, and the program should re-execute itself. */
+int bn_blas_kernels_setenv(void);
 
 /* ------------------------------------------------------------- file output */
 

@@ -48,6 +48,12 @@ const char *bn_blas_kernels_suggested(void)
     return NULL;
 }
 
+int bn_blas_kernels_setenv(void)
+{
+    const char *kernels = bn_blas_kernels_suggested();
+    return kernels && setenv("OPENBLAS_CORETYPE", kernels, 1) == 0;
+}
+
 /* LAPACK indexes with (32-bit) lapack_int: refuse what it cannot address. */
 static bn_status check_dims(const char *what, int64_t m, int64_t n)
 {

@@ -17,8 +17,7 @@
 __attribute__((constructor)) static void ts_same_blas_kernels_as_cli(int argc, char **argv)
 {
     (void)argc;
-    const char *kernels = bn_blas_kernels_suggested();
-    if (kernels && argv && setenv("OPENBLAS_CORETYPE", kernels, 1) == 0) execv("/proc/self/exe", argv);
+    if (argv && bn_blas_kernels_setenv()) execv("/proc/self/exe", argv);
 }
 
 void ts_problem_make(ts_problem *p, int64_t n, int64_t d, int logistic, uint64_t seed)

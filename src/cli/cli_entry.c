@@ -18,8 +18,7 @@ int main(int argc, char **argv)
      * (Not under MPI, whose launcher owns the process.) */
     int again = 0;
     if (!getenv("OPENBLAS_NUM_THREADS") && setenv("OPENBLAS_NUM_THREADS", "1", 1) == 0) again = 1;
-    const char *kernels = bn_blas_kernels_suggested();
-    if (kernels && setenv("OPENBLAS_CORETYPE", kernels, 1) == 0) again = 1;
+    if (bn_blas_kernels_setenv()) again = 1;
     if (again) execv("/proc/self/exe", argv); /* only returns on failure: go on as we are */
 #endif
     return bnspike_main(argc, argv);

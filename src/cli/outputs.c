@@ -110,13 +110,13 @@ static void json_sharpness(json_out *j, const bn_run_config *c, const bn_sim *si
         json_number(j, "tol", c->sharpness_tol);
         json_number(j, "tol_effective", info.tol_effective);
         json_int(j, "maxiter", c->sharpness_maxiter);
-        if (info.lobpcg > 0 && info.structured == 0)
-            json_string(j, "shift", "none: LOBPCG's Ritz value is the largest on its subspace whatever the rest of "
-                                    "the spectrum; reported value = largest Ritz value (a lower bound of lambda_max)");
-        else
-        json_string(j, "shift", "iterate on H - sigma I; when the Rayleigh quotient settles below sigma "
-                                "(dominant negative eigenvalue), sigma moves halfway to it and the column restarts; "
-                                "reported value = largest Rayleigh quotient (a lower bound of lambda_max)");
+        json_string(j, "shift",
+                    info.lobpcg > 0 && info.structured == 0
+                        ? "none: LOBPCG's Ritz value is the largest on its subspace whatever the rest of the "
+                          "spectrum; reported value = largest Ritz value (a lower bound of lambda_max)"
+                        : "iterate on H - sigma I; when the Rayleigh quotient settles below sigma "
+                          "(dominant negative eigenvalue), sigma moves halfway to it and the column restarts; "
+                          "reported value = largest Rayleigh quotient (a lower bound of lambda_max)");
         json_string(j, "sphere_start", "the sphere iteration starts from the unprojected operator's vector of the "
                                        "same record, projected, and stops once its Rayleigh quotient is within "
                                        "tol/2 of that operator's lambda_max, an upper bound (interlacing)");
