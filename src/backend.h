@@ -104,11 +104,13 @@ typedef struct bn_backend_ops {
                                 void *coef);
     /* Optional (issue 7; NULL = the general path's λ_max by the shifted power
      * iteration): for active columns, bn_lobpcg_column(stage, V[:,j], vg + j,
-     * X[:,j], xg + j, W[:,j], project, L + j·4(d+1), G + j, ctl + j).  V, X, W:
-     * d×S; vg, xg: S; L: 4(d+1)×S col-major; G: BN_LG_COUNT×S field-major.
-     * X is projected in place for project (START, GRAM). */
+     * X[:,j], xg + j, W[:,j], project, L + j·4(d+1), lc + j, ctl + j, S, tol,
+     * tau).  V, X, W: d×S; vg, xg: S; L: 4(d+1)×S col-major; lc:
+     * BN_LC_COUNT×S float64, field-major.  X is projected in place for
+     * project; a column that stops clears its ctl[ACTIVE]. */
     bn_status (*lobpcg_update)(bn_backend *be, int stage, int64_t d, int64_t S, void *V, void *vg, void *X,
-                               void *xg, const void *W, int project, void *L, void *G, void *ctl);
+                               void *xg, const void *W, int project, void *L, double *lc, void *ctl, double tol,
+                               double tau);
     /* Optional (issue 7; NULL = the power iteration keeps every column in its
      * batch): strided gather/scatter of `count` columns of `rows` reals,
      *   dst[i·drs + dk·dcs] = src[i·srs + sk·scs]  for i < rows, k < count,

@@ -148,40 +148,156 @@ BN_HD static inline int bn_power_ceiling(bn_power_state *c, double mu, double si
  * each iteration multiplies the residual r = Ax - μx once and takes the
  * largest Ritz value of A on span{x, r, p}, p the previous step's direction.
  * Per column the backend keeps L = [x | Ax | p | Ap], 4 vectors of d+1 reals
- * (w-part, then γ), and the op bn_lobpcg_column runs one stage:
- *   START    v = x (unit), X = A·v:  L ← (x, ΠAx, 0, 0); r = Ax - μx into v
- *            (μ = xᵀAx/xᵀx, Π applied), μ to ctl[MU], ‖r‖ to ctl[NV];
- *   GRAM     v = r, X = A·r:         G ← the Gram entries of (x, r, p) (M), of
- *            (x, r, p) against A·(x, r, p) (K), and ŵᵀ(Ar), ŵᵀŵ (WA, WW);
- *   COMBINE  G[CX..MU] from the host (bn_lobpcg_ritz, lobpcg_coefficients):
- *            x ← cx x + cr r + cp p, p ← pr r + pp p, A· alike (the
- *            coefficients make both unit vectors), then r ← Ax - μx into v.
- * One pass over the column per stage.  For the sphere operator every vector
- * stays in range(Π): START projects Ax, COMBINE uses ΠAr = Ar - ŵ·WA/WW; the
- * Gram entries need no projection, since x, r, p are ⊥ ŵ. */
-enum { BN_LOB_START = 0, BN_LOB_GRAM, BN_LOB_COMBINE };
+ * (w-part, then γ), the control state lc (BN_LC_*, float64, below), and the
+ * op bn_lobpcg_column runs one stage:
+ *   START  v = x (unit), X = A·v:  L ← (x, ΠAx, 0, 0); r = Ax - μx into v
+ *          (μ = xᵀAx/xᵀx, Π applied), μ to ctl[MU], ‖r‖ to ctl[NV]; the
+ *          stopping rule (bn_lobpcg_check) on μ;
+ *   STEP   v = r, X = A·r:  the Gram entries of (x, r, p) (M), of (x, r, p)
+ *          against A·(x, r, p) (K) and ŵᵀ(Ar), ŵᵀŵ (WA, WW); the 3×3
+ *          Rayleigh-Ritz (bn_lobpcg_ritz, bn_lobpcg_coefficients);
+ *          x ← cx x + cr r + cp p, p ← pr r + pp p, A· alike (the
+ *          coefficients make both unit vectors), r ← Ax - μx into v; the
+ *          stopping rule on the Ritz value.
+ * A column that stops clears its ctl[ACTIVE] itself, so an iteration needs
+ * one product, one pass over each column and the download of ACTIVE: the
+ * Rayleigh-Ritz runs beside the column's data, in the backend's own threads
+ * (on the host it was a serial loop and two transfers per iteration).  For
+ * the sphere operator every vector stays in range(Π): START projects Ax, STEP
+ * uses ΠAr = Ar - ŵ·WA/WW; the Gram entries need no projection, since x, r, p
+ * are ⊥ ŵ. */
+enum { BN_LOB_START = 0, BN_LOB_STEP };
 enum {
     BN_LG_XX = 0, BN_LG_XR, BN_LG_XP, BN_LG_RR, BN_LG_RP, BN_LG_PP, /* M */
     BN_LG_KXX, BN_LG_KXR, BN_LG_KXP, BN_LG_KRR, BN_LG_KRP, BN_LG_KPP, /* K = vᵢᵀ A vⱼ */
     BN_LG_WA, BN_LG_WW,
-    BN_LG_COUNT,
-    /* COMBINE's input, over the first fields (WA, WW stay) */
-    BN_LG_CX = 0, BN_LG_CR, BN_LG_CP, BN_LG_PR, BN_LG_PPC, BN_LG_MU, BN_LG_NIN
+    BN_LG_COUNT
+};
+/* The combination's coefficients (bn_lobpcg_coefficients). */
+enum { BN_LG_CX = 0, BN_LG_CR, BN_LG_CP, BN_LG_PR, BN_LG_PPC, BN_LG_MU, BN_LG_NIN };
+/* A column's LOBPCG control state, float64 whatever the backend precision
+ * (the host's arithmetic before the step moved to the backend, bitwise):
+ * field f of column j at lc[f·S + j]. */
+enum {
+    BN_LC_THETA = 0, /* the last value: μ, then the Ritz values (NaN at first) */
+    BN_LC_BEST,      /* the largest value seen (-∞ at first)                  */
+    BN_LC_CEIL,      /* in: the ceiling (NaN: none)                           */
+    BN_LC_IT,        /* products so far                                       */
+    BN_LC_USEP,      /* 1 once p is in the basis                              */
+    BN_LC_CONV,      /* out: 1 = converged                                    */
+    BN_LC_LAM,       /* out once stopped: the estimate (NaN: non-finite)      */
+    BN_LC_COUNT
 };
 
-/* The Rayleigh-Ritz step of one column (host, float64): from the Gram entries
- * g (BN_LG_COUNT, g[i]: field i), with p in the basis when use_p, the largest
- * Ritz value *theta (and the smallest, *theta_lo) and its vector's
+/* A unit null vector z of the 3×3 C - λI (λ an eigenvalue of the symmetric
+ * C, to rounding): the longest cross product of two rows, or, where C - λI
+ * has rank ≤ 1 (λ repeated), a vector ⊥ its longest row (any, when there is
+ * none).  Returns the Rayleigh quotient zᵀCz. */
+BN_HD BN_COLUMN_INLINE static inline double bn_sym3_vector(const double C[3][3], double lam, double z[3])
+{
+    const double B[3][3] = {{C[0][0] - lam, C[0][1], C[0][2]},
+                            {C[0][1], C[1][1] - lam, C[1][2]},
+                            {C[0][2], C[1][2], C[2][2] - lam}};
+    double best = 0, rbest = 0;
+    int ib = 0;
+    for (int i = 0; i < 3; i++) {
+        const double *u = B[i], *v = B[(i + 1) % 3];
+        double x[3] = {u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]};
+        double nx = x[0] * x[0] + x[1] * x[1] + x[2] * x[2];
+        if (nx > best) {
+            best = nx;
+            z[0] = x[0];
+            z[1] = x[1];
+            z[2] = x[2];
+        }
+        double nr = u[0] * u[0] + u[1] * u[1] + u[2] * u[2];
+        if (nr > rbest) {
+            rbest = nr;
+            ib = i;
+        }
+    }
+    if (!(best > 1e-24 * rbest * rbest)) {
+        const double *u = B[ib];
+        int k = fabs(u[0]) <= fabs(u[1]) && fabs(u[0]) <= fabs(u[2]) ? 0 : (fabs(u[1]) <= fabs(u[2]) ? 1 : 2);
+        double e[3] = {0, 0, 0};
+        e[k] = 1;
+        z[0] = u[1] * e[2] - u[2] * e[1];
+        z[1] = u[2] * e[0] - u[0] * e[2];
+        z[2] = u[0] * e[1] - u[1] * e[0];
+        best = z[0] * z[0] + z[1] * z[1] + z[2] * z[2];
+        if (!(best > 0)) {
+            z[0] = 1;
+            z[1] = z[2] = 0;
+            best = 1;
+        }
+    }
+    double inv = 1 / sqrt(best), rq = 0;
+    for (int i = 0; i < 3; i++) z[i] *= inv;
+    for (int i = 0; i < 3; i++) rq += z[i] * (C[i][0] * z[0] + C[i][1] * z[1] + C[i][2] * z[2]);
+    return rq;
+}
+
+/* The largest eigenvalue of the symmetric b×b matrix C (b = 2 or 3) and a
+ * unit eigenvector z.  b = 3: Newton's method on det(λI - C), from above
+ * (the smaller of Gershgorin's bound and tr/3 + √(2/3·‖C - tr/3·I‖²_F)),
+ * where the cubic is increasing and convex, so the iterates fall
+ * monotonically to the root; the vector is bn_sym3_vector's, and the value
+ * returned its Rayleigh quotient: accurate to rounding where Newton's λ is
+ * not (a double root: √ε), and never above λ_max.  Only +, -, ×, ÷ and √: a fixed sequence of operations, the
+ * same on any machine.  (Cyclic Jacobi did the same at about 5× the cost, a
+ * quarter of a logistic sharpness run, issue 7.) */
+BN_HD BN_COLUMN_INLINE static inline double bn_sym3_top(const double C[3][3], int b, double z[3])
+{
+    z[0] = 1;
+    z[1] = z[2] = 0;
+    if (b == 2) {
+        double h = 0.5 * (C[0][0] - C[1][1]), c = C[0][1], r = sqrt(h * h + c * c);
+        double z0 = h >= 0 ? h + r : c, z1 = h >= 0 ? c : r - h, nz = sqrt(z0 * z0 + z1 * z1);
+        if (nz > 0) {
+            z[0] = z0 / nz;
+            z[1] = z1 / nz;
+        }
+        return 0.5 * (C[0][0] + C[1][1]) + r;
+    }
+    const double a01 = C[0][1], a02 = C[0][2], a12 = C[1][2];
+    const double q01 = a01 * a01, q02 = a02 * a02, q12 = a12 * a12;
+    double mean = (C[0][0] + C[1][1] + C[2][2]) / 3, ss = 2 * (q01 + q02 + q12);
+    double gb = -INFINITY;
+    for (int i = 0; i < 3; i++) {
+        double e = C[i][i] - mean, row = C[i][i];
+        ss += e * e;
+        for (int k = 0; k < 3; k++)
+            if (k != i) row += fabs(C[i][k]);
+        if (row > gb) gb = row;
+    }
+    double fb = mean + sqrt(2 * ss / 3), lam = fb < gb ? fb : gb;
+    for (int it = 0; it < 100; it++) {
+        double d0 = lam - C[0][0], d1 = lam - C[1][1], d2 = lam - C[2][2];
+        double f = d0 * d1 * d2 - d0 * q12 - d1 * q02 - d2 * q01 - 2 * a01 * a02 * a12;
+        double fp = d1 * d2 + d0 * d2 + d0 * d1 - q01 - q02 - q12;
+        if (!(f > 0) || !(fp > 0)) break;
+        double next = lam - f / fp;
+        if (!(next < lam)) break;
+        lam = next;
+    }
+    /* Twice: from the Rayleigh quotient of the first vector, accurate to
+     * rounding, a repeated root's rank-1 C - λI is seen as such. */
+    lam = bn_sym3_vector(C, lam, z);
+    return bn_sym3_vector(C, lam, z);
+}
+
+/* The Rayleigh-Ritz step of one column (float64, in the backend's column
+ * pass): from the Gram entries g (BN_LG_COUNT, g[i]: field i), with p in
+ * the basis when use_p, the largest Ritz value *theta and its vector's
  * coefficients c (x, r, p).  The basis is scaled to unit vectors and
  * Cholesky-factored; a vector whose part orthogonal to the ones before it
  * has squared relative norm below tau is dropped (p when it is nearly in
  * span{x, r}, as near convergence; r when it vanishes), since such a nearly
  * dependent basis would amplify rounding by 1/√tau.  Returns the basis size
  * used (1: x alone, *theta = its Rayleigh quotient), 0 for a non-finite
- * input.  Eigenvalues of the ≤ 3×3 problem by cyclic Jacobi, a fixed
- * sequence of operations: the same on any machine. */
-BN_HD static inline int bn_lobpcg_ritz(const double *g, int use_p, double tau, double *theta, double *theta_lo,
-                                       double c[3])
+ * input.  The reduced eigenproblem: bn_sym3_top. */
+BN_HD BN_COLUMN_INLINE static inline int bn_lobpcg_ritz(const double *g, int use_p, double tau, double *theta,
+                                                        double c[3])
 {
     double M[3][3] = {{g[BN_LG_XX], g[BN_LG_XR], g[BN_LG_XP]},
                       {g[BN_LG_XR], g[BN_LG_RR], g[BN_LG_RP]},
@@ -190,6 +306,7 @@ BN_HD static inline int bn_lobpcg_ritz(const double *g, int use_p, double tau, d
                       {g[BN_LG_KXR], g[BN_LG_KRR], g[BN_LG_KRP]},
                       {g[BN_LG_KXP], g[BN_LG_KRP], g[BN_LG_KPP]}};
     int b = use_p ? 3 : 2;
+    *theta = NAN;
     for (int i = 0; i < b; i++)
         for (int k = 0; k < b; k++)
             if (!isfinite(M[i][k]) || !isfinite(K[i][k])) return 0;
@@ -213,11 +330,11 @@ BN_HD static inline int bn_lobpcg_ritz(const double *g, int use_p, double tau, d
     c[0] = sc[0];
     c[1] = c[2] = 0;
     if (used <= 1) {
-        *theta = *theta_lo = K[0][0] / M[0][0];
+        *theta = K[0][0] / M[0][0];
         return 1;
     }
     /* C = Lc⁻¹ (S K S) Lc⁻ᵀ, S = diag(sc). */
-    double Y[3][3], C[3][3];
+    double Y[3][3], C[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
     for (int k = 0; k < used; k++) /* Y = Lc⁻¹ S K S, column k */
         for (int i = 0; i < used; i++) {
             double s = K[i][k] * sc[i] * sc[k];
@@ -232,52 +349,65 @@ BN_HD static inline int bn_lobpcg_ritz(const double *g, int use_p, double tau, d
         }
     for (int i = 0; i < used; i++)
         for (int k = 0; k < i; k++) C[i][k] = C[k][i] = 0.5 * (C[i][k] + C[k][i]);
-    double Z[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
-    for (int sweep = 0; sweep < 30; sweep++) {
-        double off = 0, diag = 0;
-        for (int i = 0; i < used; i++) {
-            diag += C[i][i] * C[i][i];
-            for (int k = i + 1; k < used; k++) off += C[i][k] * C[i][k];
-        }
-        if (!(off > 1e-30 * diag)) break;
-        for (int i = 0; i < used; i++)
-            for (int k = i + 1; k < used; k++) {
-                if (C[i][k] == 0) continue;
-                double t = (C[k][k] - C[i][i]) / (2 * C[i][k]);
-                double tn = (t >= 0 ? 1 : -1) / (fabs(t) + sqrt(1 + t * t));
-                double cs = 1 / sqrt(1 + tn * tn), sn = tn * cs;
-                for (int q = 0; q < used; q++) { /* C ← Jᵀ C J */
-                    double a = C[q][i], e = C[q][k];
-                    C[q][i] = cs * a - sn * e;
-                    C[q][k] = sn * a + cs * e;
-                }
-                for (int q = 0; q < used; q++) {
-                    double a = C[i][q], e = C[k][q];
-                    C[i][q] = cs * a - sn * e;
-                    C[k][q] = sn * a + cs * e;
-                }
-                for (int q = 0; q < used; q++) {
-                    double a = Z[q][i], e = Z[q][k];
-                    Z[q][i] = cs * a - sn * e;
-                    Z[q][k] = sn * a + cs * e;
-                }
-            }
-    }
-    int top = 0, low = 0;
-    for (int i = 1; i < used; i++) {
-        if (C[i][i] > C[top][top]) top = i;
-        if (C[i][i] < C[low][low]) low = i;
-    }
-    *theta = C[top][top];
-    *theta_lo = C[low][low];
+    double z[3];
+    *theta = bn_sym3_top(C, used, z);
     double y[3];
     for (int i = used - 1; i >= 0; i--) { /* y = Lc⁻ᵀ z */
-        double s = Z[i][top];
+        double s = z[i];
         for (int q = i + 1; q < used; q++) s -= Lc[q][i] * y[q];
         y[i] = s / Lc[i][i];
     }
     for (int i = 0; i < 3; i++) c[i] = i < used ? y[i] * sc[i] : 0;
     return isfinite(*theta) ? used : 0;
+}
+
+/* STEP's combination coefficients from the Gram entries g and the Ritz vector's
+ * coefficients c (x, r, p) of bn_lobpcg_ritz: scaled so that the new x and p
+ * are unit vectors, ‖Σ cᵢvᵢ‖² = cᵀMc (p = 0 when its part vanishes). */
+BN_HD BN_COLUMN_INLINE static inline void bn_lobpcg_coefficients(const double *g, const double *c, double theta,
+                                                                 double *in)
+{
+    const double M[3][3] = {{g[BN_LG_XX], g[BN_LG_XR], g[BN_LG_XP]},
+                            {g[BN_LG_XR], g[BN_LG_RR], g[BN_LG_RP]},
+                            {g[BN_LG_XP], g[BN_LG_RP], g[BN_LG_PP]}};
+    double nx = 0, np = 0;
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 3; k++) {
+            nx += c[i] * M[i][k] * c[k];
+            if (i > 0 && k > 0) np += c[i] * M[i][k] * c[k];
+        }
+    double ix = nx > 0 ? 1 / sqrt(nx) : 1, ip = np > 0 && isfinite(np) ? 1 / sqrt(np) : 0;
+    in[BN_LG_CX] = c[0] * ix;
+    in[BN_LG_CR] = c[1] * ix;
+    in[BN_LG_CP] = c[2] * ix;
+    in[BN_LG_PR] = c[1] * ip;
+    in[BN_LG_PPC] = c[2] * ip;
+    in[BN_LG_MU] = theta;
+}
+
+/* After a product: a column's stopping rules on its new value th (the
+ * start's Rayleigh quotient, then the Ritz values; change_known once there
+ * is a previous one).  It stops at its ceiling, when th changed by ≤ tol·|th|
+ * (so at least two products without a ceiling), or at a non-finite th.
+ * lc: the column's BN_LC_* fields, stride S.  Returns 1 when it stops. */
+BN_HD BN_COLUMN_INLINE static inline int bn_lobpcg_check(double *lc, int64_t S, double th, int change_known,
+                                                         double tol)
+{
+    lc[BN_LC_IT * S] += 1;
+    if (!isfinite(th)) {
+        lc[BN_LC_LAM * S] = NAN;
+        return 1;
+    }
+    double best = lc[BN_LC_BEST * S], ceil = lc[BN_LC_CEIL * S];
+    if (th > best) lc[BN_LC_BEST * S] = best = th;
+    int done = isfinite(ceil) && th >= ceil - 0.5 * tol * fabs(ceil);
+    if (!done && change_known) done = fabs(th - lc[BN_LC_THETA * S]) <= tol * fabs(th);
+    lc[BN_LC_THETA * S] = th;
+    if (done) {
+        lc[BN_LC_CONV * S] = 1;
+        lc[BN_LC_LAM * S] = best;
+    }
+    return done;
 }
 
 #define REAL double

@@ -234,7 +234,24 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lanczos_extend_column)(int64
     ctl[BN_SC_BETA * S] = beta;
 }
 
-/* One entry of LOBPCG's COMBINE (bn_hvp_math.h), shared with the CUDA kernel:
+/* STEP's Rayleigh-Ritz from one column's Gram entries gr (REAL), p in the
+ * basis when use_p, in float64 from there (bn_lobpcg_ritz,
+ * bn_lobpcg_coefficients): the combination's coefficients c, the sphere's
+ * projection factor *f = ŵᵀ(Ar)/ŵᵀŵ, and the Ritz value (NaN for a
+ * non-finite state), returned.  Shared with the CUDA kernel. */
+BN_HD BN_COLUMN_INLINE static inline double BN_SFX(bn_lobpcg_plan)(const REAL *gr, int project, int use_p,
+                                                                   double tau, REAL *c, REAL *f)
+{
+    double g[BN_LG_COUNT], cf[3] = {1, 0, 0}, th, in[BN_LG_NIN];
+    for (int k = 0; k < BN_LG_COUNT; k++) g[k] = (double)gr[k];
+    if (bn_lobpcg_ritz(g, use_p, tau, &th, cf) == 0) th = NAN;
+    bn_lobpcg_coefficients(g, cf, th, in);
+    for (int k = 0; k < BN_LG_NIN; k++) c[k] = (REAL)in[k];
+    *f = project && gr[BN_LG_WW] > 0 ? gr[BN_LG_WA] / gr[BN_LG_WW] : (REAL)0;
+    return th;
+}
+
+/* One entry of LOBPCG's combination (STEP, bn_hvp_math.h), shared with the CUDA kernel:
  * c the BN_LG_NIN inputs (cx, cr, cp, pr, pp, μ), ri and ari the entry of r
  * and of ΠAr; the entries of x, Ax, p, Ap are updated in place, and the
  * entry of the new residual Ax - μx is returned. */
@@ -252,16 +269,19 @@ BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_lobpcg_combine_entry)(const 
 
 /* One stage of LOBPCG for one column (bn_hvp_math.h: BN_LOB_*): L the
  * column's 4(d+1) reals, v/vg the vector last multiplied, x/xg its product
- * (START projects it in place with Π when project), G: BN_LG_COUNT fields and
- * ctl: BN_SC_COUNT fields, both of stride S. */
+ * (START projects it in place with Π when project), lc: BN_LC_COUNT fields
+ * (float64) and ctl: BN_SC_COUNT fields, both of stride S; tol the stopping
+ * rule's, tau bn_lobpcg_ritz's.  A column that stops clears ctl[ACTIVE]. */
 BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, int64_t d, REAL *BN_RESTRICT v,
                                                                    REAL *vg, REAL *BN_RESTRICT x, REAL *xg,
                                                                    const REAL *BN_RESTRICT w, int project, REAL *L,
-                                                                   REAL *G, REAL *ctl, int64_t S)
+                                                                   double *lc, REAL *ctl, int64_t S, double tol,
+                                                                   double tau)
 {
     /* The four vectors of L are disjoint, and none overlaps v, x or w. */
     const int64_t e = d + 1;
     REAL *BN_RESTRICT lx = L, *BN_RESTRICT lax = L + e, *BN_RESTRICT lp = L + 2 * e, *BN_RESTRICT lap = L + 3 * e;
+    int stop;
     if (stage == BN_LOB_START) {
         if (project) BN_SFX(bn_hvp_project)(d, w, x);
         REAL xx8[BN_LANES] = {0}, xa8[BN_LANES] = {0};
@@ -283,9 +303,16 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, in
             rr8[k] += v[i] * v[i];
         });
         *vg = lax[d] - mu * lx[d];
+        REAL nv = R_SQRT(BN_SFX(bn_lane_total)(rr8) + *vg * *vg);
         ctl[BN_SC_MU * S] = mu;
-        ctl[BN_SC_NV * S] = R_SQRT(BN_SFX(bn_lane_total)(rr8) + *vg * *vg);
-    } else if (stage == BN_LOB_GRAM) {
+        ctl[BN_SC_NV * S] = nv;
+        stop = bn_lobpcg_check(lc, S, (double)mu, 0, tol);
+        if (!stop && nv == 0) { /* x is an eigenvector */
+            stop = 1;
+            lc[BN_LC_CONV * S] = 1;
+            lc[BN_LC_LAM * S] = lc[BN_LC_BEST * S];
+        }
+    } else {
         REAL s8[BN_LG_COUNT][BN_LANES] = {{0}};
         BN_LANE_LOOP(d, {
             REAL xi = lx[i], ri = v[i], pi = lp[i], axi = lax[i], ari = x[i], api = lap[i], wi = w[i];
@@ -307,15 +334,15 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, in
         const REAL xg_ = lx[d], rg = *vg, pg = lp[d], axg = lax[d], arg = *xg, apg = lap[d];
         const REAL tail[BN_LG_COUNT] = {xg_ * xg_, xg_ * rg,  xg_ * pg,  rg * rg,  rg * pg,  pg * pg, xg_ * axg,
                                         xg_ * arg, xg_ * apg, rg * arg, rg * apg, pg * apg, 0,       0};
-        for (int f = 0; f < BN_LG_COUNT; f++) G[f * S] = BN_SFX(bn_lane_total)(s8[f]) + tail[f];
-    } else {
-        REAL c[BN_LG_NIN];
-        for (int k = 0; k < BN_LG_NIN; k++) c[k] = G[k * S];
-        const REAL ww = G[BN_LG_WW * S];
-        const REAL f = project && ww > 0 ? G[BN_LG_WA * S] / ww : (REAL)0;
+        REAL gr[BN_LG_COUNT], c[BN_LG_NIN], f;
+        for (int q = 0; q < BN_LG_COUNT; q++) gr[q] = BN_SFX(bn_lane_total)(s8[q]) + tail[q];
+        double th = BN_SFX(bn_lobpcg_plan)(gr, project, lc[BN_LC_USEP * S] != 0, tau, c, &f);
+        lc[BN_LC_USEP * S] = 1;
         for (int64_t i = 0; i < d; i++)
             v[i] = BN_SFX(bn_lobpcg_combine_entry)(c, v[i], x[i] - f * w[i], &lx[i], &lax[i], &lp[i], &lap[i]);
         *vg = BN_SFX(bn_lobpcg_combine_entry)(c, *vg, *xg, &lx[d], &lax[d], &lp[d], &lap[d]);
         ctl[BN_SC_MU * S] = c[BN_LG_MU];
+        stop = bn_lobpcg_check(lc, S, th, 1, tol);
     }
+    if (stop) ctl[BN_SC_ACTIVE * S] = 0;
 }

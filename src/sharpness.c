@@ -34,9 +34,10 @@ struct bn_sharp {
     void *V[BN_SOP_COUNT], *vg[BN_SOP_COUNT];
     void *QW, *QG, *coef;
     int64_t qslots;
-    /* LOBPCG (issue 7): the block L of the full batch, the Gram/coefficient
-     * block G (BN_LG_COUNT×S), made on first use; lobpcg: the general path uses it. */
-    void *L, *G;
+    /* LOBPCG (issue 7): the block L of the full batch and the control state
+     * lc (BN_LC_COUNT×S float64, bn_hvp_math.h), made on first use; lobpcg:
+     * the general path uses it. */
+    void *L, *lc;
     int lobpcg;
     /* host */
     double *hctl;       /* BN_SC_COUNT×S */
@@ -206,7 +207,8 @@ void bn_sharp_free(bn_sharp *sh)
 {
     if (!sh) return;
     void *bufs[] = {sh->U, sh->R, sh->H2, sh->hs, sh->Udot, sh->Qdot, sh->X, sh->xg, sh->ctl,
-                    sh->aw, sh->ag, sh->Vsave, sh->vgsave, sh->QW, sh->QG, sh->coef, sh->sqio, sh->sqcoef, sh->L, sh->G};
+                    sh->aw, sh->ag, sh->Vsave, sh->vgsave, sh->QW, sh->QG, sh->coef, sh->sqio, sh->sqcoef, sh->L,
+                    sh->lc};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) sh->be->ops->dealloc(sh->be, bufs[i]);
     for (int i = 0; i < 2; i++) {
@@ -307,8 +309,9 @@ static bn_status ensure_vec(bn_sharp *sh, int op)
 
 /* V ← unit vector for the columns whose ctl[ACTIVE] is set: the projected,
  * normalized warm vector, or (no warm vector, or a degenerate one) the
- * pseudo-random one.  Then Vsave ← V. */
-static bn_status power_start(bn_sharp *sh, int op)
+ * pseudo-random one.  Then Vsave ← V for save (the power iteration's
+ * restarts; LOBPCG needs none). */
+static bn_status power_start(bn_sharp *sh, int op, int save)
 {
     bn_backend *be = sh->be;
     const bn_sharp_setup *su = &sh->su;
@@ -339,6 +342,7 @@ static bn_status power_start(bn_sharp *sh, int op)
                                        su->seed, CNT_POWER + (uint64_t)op, sh->ctl, NULL));
         sh->vinit[op] = 1;
     }
+    if (!save) return BN_OK;
     return be->ops->lanczos_extend(be, d, S, -1, sh->Vsave, sh->vgsave, sh->V[op], sh->vg[op],
                                    sh->W, 0, su->seed, 0, sh->ctl, NULL);
 }
@@ -382,7 +386,7 @@ bn_status bn_sharp_power_prepare(bn_sharp *sh, int op)
     if (op < 0 || op >= BN_SOP_COUNT) return bn_fail(BN_ERR_ARG, "sharpness: bad operator %d", op);
     if (!sh->W) return bn_fail(BN_ERR_ARG, "sharpness: no state set");
     BN_TRY(ensure_vec(sh, op));
-    BN_TRY(power_start(sh, op));
+    BN_TRY(power_start(sh, op, 1));
     int64_t S = sh->su.S;
     for (int64_t j = 0; j < S; j++) {
         hc(sh, BN_SC_ACTIVE)[j] = 1;
@@ -436,9 +440,10 @@ static bn_status send_home(bn_sharp *sh, int op, int64_t d, const pw_set *cur, c
     return be->ops->copy_columns(be, 1, m, cur->vg, 1, 1, NULL, sh->vg[op], 1, 1, (const int64_t *)sh->idx[0]);
 }
 
-/* dst (count columns) ← the columns idx of src (m columns): every buffer of the set. */
+/* dst (count columns) ← the columns idx of src (m columns): every buffer of
+ * the set, but the restart vectors Vs, vgs for lob (LOBPCG has none). */
 static bn_status pw_set_gather(bn_sharp *sh, const pw_set *src, int64_t m, const int64_t *idx, int64_t count,
-                               pw_set *dst)
+                               int lob, pw_set *dst)
 {
     bn_backend *be = sh->be;
     bn_status (*cp)(bn_backend *, int64_t, int64_t, const void *, int64_t, int64_t, const int64_t *, void *,
@@ -446,7 +451,7 @@ static bn_status pw_set_gather(bn_sharp *sh, const pw_set *src, int64_t m, const
     int64_t n = sh->su.n, d = sh->su.d;
     /* column-major: rows r, leading dimension r */
     BN_TRY(cp(be, d, count, src->V, 1, d, idx, dst->V, 1, d, NULL));
-    BN_TRY(cp(be, d, count, src->Vs, 1, d, idx, dst->Vs, 1, d, NULL));
+    if (!lob) BN_TRY(cp(be, d, count, src->Vs, 1, d, idx, dst->Vs, 1, d, NULL));
     BN_TRY(cp(be, d, count, src->W, 1, d, idx, dst->W, 1, d, NULL));
     BN_TRY(cp(be, n, count, src->U, 1, n, idx, dst->U, 1, n, NULL));
     BN_TRY(cp(be, n, count, src->R, 1, n, idx, dst->R, 1, n, NULL));
@@ -456,7 +461,7 @@ static bn_status pw_set_gather(bn_sharp *sh, const pw_set *src, int64_t m, const
     BN_TRY(cp(be, BN_HS_COUNT, count, src->hs, m, 1, idx, dst->hs, count, 1, NULL));
     BN_TRY(cp(be, BN_SC_COUNT, count, src->ctl, m, 1, idx, dst->ctl, count, 1, NULL));
     BN_TRY(cp(be, 1, count, src->vg, m, 1, idx, dst->vg, count, 1, NULL));
-    BN_TRY(cp(be, 1, count, src->vgs, m, 1, idx, dst->vgs, count, 1, NULL));
+    if (!lob) BN_TRY(cp(be, 1, count, src->vgs, m, 1, idx, dst->vgs, count, 1, NULL));
     BN_TRY(cp(be, 1, count, src->aw, m, 1, idx, dst->aw, count, 1, NULL));
     return cp(be, 1, count, src->ag, m, 1, idx, dst->ag, count, 1, NULL);
 }
@@ -510,7 +515,7 @@ static bn_status compact_batch(bn_sharp *sh, int op, int lob, pw_set *cur, int *
     if (lob && !dst->L) BN_TRY(dalloc(sh, (size_t)(4 * (sh->su.d + 1)) * (size_t)sh->su.S, &dst->L));
     if (*cur_id >= 0) BN_TRY(lob ? lob_send_home(sh, cur, map, *m) : send_home(sh, op, sh->su.d, cur, map, *m));
     BN_TRY(be->ops->upload(be, sh->idx[1], keep, (size_t)cnt * sizeof(int64_t)));
-    BN_TRY(pw_set_gather(sh, cur, *m, (const int64_t *)sh->idx[1], cnt, dst));
+    BN_TRY(pw_set_gather(sh, cur, *m, (const int64_t *)sh->idx[1], cnt, lob, dst));
     for (int64_t k = 0; k < cnt; k++) map[k] = map[keep[k]];
     *m = cnt;
     *cur = *dst;
@@ -556,13 +561,12 @@ static bn_status power_square(bn_sharp *sh, int op, const double *ceil, double *
 
 /* ---------------------------------------------------------------- LOBPCG */
 
-/* The first fields of G hold the gram entries (down) and then the
- * coefficients (up): one host block of BN_LG_COUNT×m. */
-static bn_status lob_stage(bn_sharp *sh, int op, int stage, const pw_set *s, int64_t m)
+/* One LOBPCG stage (bn_hvp_math.h) on the m columns of set s. */
+static bn_status lob_stage(bn_sharp *sh, int op, int stage, const pw_set *s, int64_t m, double tau)
 {
     bn_backend *be = sh->be;
     return be->ops->lobpcg_update(be, stage, sh->su.d, m, s->V, s->vg, sh->X, sh->xg, s->W,
-                                  (op & BN_SOP_PROJECT) != 0, s->L, sh->G, s->ctl);
+                                  (op & BN_SOP_PROJECT) != 0, s->L, (double *)sh->lc, s->ctl, sh->tol, tau);
 }
 
 /* The warm starts of operator op: every column's x, the first vector of its
@@ -575,174 +579,109 @@ static bn_status lob_x_home(bn_sharp *sh, int op)
     return be->ops->copy_columns(be, 1, S, at(sh, sh->L, (size_t)d), 1, e4, NULL, sh->vg[op], 1, 1, NULL);
 }
 
-/* COMBINE's inputs (bn_hvp_math.h) from the Gram entries g and the Ritz
- * vector's coefficients c (x, r, p) of bn_lobpcg_ritz: scaled so that the new
- * x and p are unit vectors, ‖Σ cᵢvᵢ‖² = cᵀMc (p = 0 when its part vanishes). */
-static void lobpcg_coefficients(const double *g, const double *c, double theta, double *in)
+/* The control state lc (BN_LC_COUNT fields of stride m) of the working
+ * batch's m columns, the engine's columns map[0..m), into the host's copy
+ * hl (stride S, by engine column); tmp: BN_LC_COUNT×m. */
+static bn_status lob_control_down(bn_sharp *sh, const int64_t *map, int64_t m, double *hl, double *tmp)
 {
-    const double M[3][3] = {{g[BN_LG_XX], g[BN_LG_XR], g[BN_LG_XP]},
-                            {g[BN_LG_XR], g[BN_LG_RR], g[BN_LG_RP]},
-                            {g[BN_LG_XP], g[BN_LG_RP], g[BN_LG_PP]}};
-    double nx = 0, np = 0;
-    for (int i = 0; i < 3; i++)
-        for (int k = 0; k < 3; k++) {
-            nx += c[i] * M[i][k] * c[k];
-            if (i > 0 && k > 0) np += c[i] * M[i][k] * c[k];
-        }
-    double ix = nx > 0 ? 1 / sqrt(nx) : 1, ip = np > 0 && isfinite(np) ? 1 / sqrt(np) : 0;
-    in[BN_LG_CX] = c[0] * ix;
-    in[BN_LG_CR] = c[1] * ix;
-    in[BN_LG_CP] = c[2] * ix;
-    in[BN_LG_PR] = c[1] * ip;
-    in[BN_LG_PPC] = c[2] * ip;
-    in[BN_LG_MU] = theta;
+    size_t S = (size_t)sh->su.S, M = (size_t)m;
+    BN_TRY(sh->be->ops->download(sh->be, tmp, sh->lc, (size_t)BN_LC_COUNT * M * sizeof(double)));
+    for (size_t f = 0; f < BN_LC_COUNT; f++)
+        for (size_t k = 0; k < M; k++) hl[f * S + (size_t)map[k]] = tmp[f * M + k];
+    return BN_OK;
 }
 
-/* Per-column control of LOBPCG on the host. */
-typedef struct {
-    double theta, best;
-    int64_t it;
-    int use_p, active;
-} lob_col;
-
-/* After a product: column c's stopping rules, given its new value th (the
- * start's Rayleigh quotient, then the Ritz values; change_known once there
- * is a previous one) and its ceiling ceil (NaN: none).  Writes lam and conv
- * when the column stops. */
-static void lob_check(lob_col *c, double th, int change_known, double ceil, double tol, double *lam, int64_t *conv)
+/* ... and back, for the columns map[0..m) of a new working batch. */
+static bn_status lob_control_up(bn_sharp *sh, const int64_t *map, int64_t m, const double *hl, double *tmp)
 {
-    c->it++;
-    if (!isfinite(th)) {
-        c->active = 0;
-        *lam = NAN;
-        return;
-    }
-    if (th > c->best) c->best = th;
-    int done = isfinite(ceil) && th >= ceil - 0.5 * tol * fabs(ceil);
-    if (!done && change_known) done = fabs(th - c->theta) <= tol * fabs(th);
-    c->theta = th;
-    if (done) {
-        c->active = 0;
-        *conv = 1;
-        *lam = c->best;
-    }
+    size_t S = (size_t)sh->su.S, M = (size_t)m;
+    for (size_t f = 0; f < BN_LC_COUNT; f++)
+        for (size_t k = 0; k < M; k++) tmp[f * M + k] = hl[f * S + (size_t)map[k]];
+    return sh->be->ops->upload(sh->be, sh->lc, tmp, (size_t)BN_LC_COUNT * M * sizeof(double));
 }
 
 /* bn_sharp_power_bounded on the general path by LOBPCG (sharpness.h): the
  * same start vectors (power_start) and compaction as the power iteration;
  * no shift (the Ritz value is the largest on its subspace whatever the sign
- * of the rest of the spectrum), the shift output is 0. */
+ * of the rest of the spectrum), the shift output is 0.  Each column's
+ * Rayleigh-Ritz and stopping rule run on the backend (bn_hvp_math.h); the
+ * host reads back the ACTIVE flags per iteration and the control state at a
+ * compaction and at the end. */
 static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *lam, double *shift, int64_t *iters,
                               int64_t *conv)
 {
     const bn_sharp_setup *su = &sh->su;
+    bn_backend *be = sh->be;
     int64_t S = su->S, d = su->d;
     BN_TRY(hvp_state(sh));
     BN_TRY(ensure_vec(sh, op));
     if (!sh->L) BN_TRY(dalloc(sh, (size_t)(4 * (d + 1)) * (size_t)S, &sh->L));
-    if (!sh->G) BN_TRY(dalloc(sh, (size_t)BN_LG_COUNT * (size_t)S, &sh->G));
-    lob_col *col = malloc((size_t)S * sizeof *col);
+    if (!sh->lc) BN_TRY(be->ops->alloc(be, (size_t)BN_LC_COUNT * (size_t)S * sizeof(double), &sh->lc));
     int64_t *map = malloc((size_t)S * sizeof(int64_t)), *keep = malloc((size_t)S * sizeof(int64_t));
-    double *gh = malloc((size_t)BN_LG_COUNT * (size_t)S * sizeof(double));
-    if (!col || !map || !keep || !gh) {
-        free(col);
+    double *hl = malloc((size_t)BN_LC_COUNT * (size_t)S * sizeof(double));
+    double *tmp = malloc((size_t)BN_LC_COUNT * (size_t)S * sizeof(double));
+    if (!map || !keep || !hl || !tmp) {
         free(map);
         free(keep);
-        free(gh);
+        free(hl);
+        free(tmp);
         return bn_fail(BN_ERR_NOMEM, "cannot allocate the LOBPCG iteration");
     }
-    const double tol = sh->tol;
     /* Dropping threshold of bn_lobpcg_ritz: the basis may amplify rounding by
      * at most 1/√tau (1e5 in fp64; 40 in fp32, where tol is ≥ 4e-6). */
     const double tau = fmax(1e-10, 1e4 * sh->eps);
-    bn_status st = power_start(sh, op);
     for (int64_t j = 0; j < S; j++) {
-        col[j] = (lob_col){.theta = NAN, .best = -INFINITY, .it = 0, .use_p = 0, .active = 1};
-        lam[j] = NAN;
-        conv[j] = 0;
         map[j] = j;
         shift[j] = 0;
+        const double init[BN_LC_COUNT] = {[BN_LC_THETA] = NAN, [BN_LC_BEST] = -INFINITY,
+                                          [BN_LC_CEIL] = ceil ? ceil[j] : NAN, [BN_LC_LAM] = NAN};
+        for (int f = 0; f < BN_LC_COUNT; f++) hl[(size_t)f * (size_t)S + (size_t)j] = init[f];
     }
     pw_set cur;
     pw_set_full(sh, op, &cur);
     int cur_id = -1;
-    int64_t m = S, nactive = S;
+    int64_t m = S, it = 0;
     int can_compact = !su->no_compact && S > 1;
-    double *act = hc(sh, BN_SC_ACTIVE);
-    /* power_start left ctl[ACTIVE] = 1 for every column. */
+    /* power_start leaves ctl[ACTIVE] = 1 for every column. */
+    bn_status st = power_start(sh, op, 0);
+    if (st == BN_OK) st = be->ops->upload(be, sh->lc, hl, (size_t)BN_LC_COUNT * (size_t)S * sizeof(double));
     if (st == BN_OK) st = pw_set_product(sh, op, &cur, m);
-    if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_START, &cur, m);
-    if (st == BN_OK) st = down(sh, sh->hctl + (size_t)BN_SC_NV * (size_t)m, at(sh, cur.ctl, (size_t)BN_SC_NV * (size_t)m),
-                               2 * (size_t)m);
-    if (st == BN_OK) {
-        const double *mu = sh->hctl + (size_t)BN_SC_MU * (size_t)m, *nv = sh->hctl + (size_t)BN_SC_NV * (size_t)m;
-        for (int64_t j = 0; j < S; j++) {
-            lob_check(&col[j], mu[j], 0, ceil ? ceil[j] : NAN, tol, &lam[j], &conv[j]);
-            if (col[j].active && nv[j] == 0) { /* x is an eigenvector */
-                col[j].active = 0;
-                conv[j] = 1;
-                lam[j] = col[j].best;
-            }
-        }
-    }
-    for (;;) {
-        nactive = 0;
-        for (int64_t k = 0; k < m; k++) nactive += col[map[k]].active;
-        if (st != BN_OK || nactive == 0) break;
-        int changed = 0;
-        if (can_compact && nactive <= m - (m / 8 > 1 ? m / 8 : 1)) {
-            int64_t cnt = 0;
-            for (int64_t k = 0; k < m; k++)
-                if (col[map[k]].active) keep[cnt++] = k;
+    if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_START, &cur, m, tau);
+    it = 1;
+    double *act = sh->hctl; /* ctl[ACTIVE] of the working batch */
+    while (st == BN_OK) {
+        if ((st = down(sh, act, at(sh, cur.ctl, (size_t)BN_SC_ACTIVE * (size_t)m), (size_t)m)) != BN_OK) break;
+        int64_t cnt = 0;
+        for (int64_t k = 0; k < m; k++)
+            if (act[k] != 0) keep[cnt++] = k;
+        /* (all columns share maxiter: capped ⇒ every active one is) */
+        if (cnt == 0 || it >= su->maxiter) break;
+        if (can_compact && cnt <= m - (m / 8 > 1 ? m / 8 : 1)) {
+            if ((st = lob_control_down(sh, map, m, hl, tmp)) != BN_OK) break;
             if ((st = compact_batch(sh, op, 1, &cur, &cur_id, map, &m, keep, cnt)) != BN_OK) break;
-            changed = 1;
+            if ((st = lob_control_up(sh, map, m, hl, tmp)) != BN_OK) break;
         }
-        act = sh->hctl + (size_t)BN_SC_ACTIVE * (size_t)m;
-        for (int64_t k = 0; k < m; k++) {
-            double a = col[map[k]].active;
-            if (act[k] != a) changed = 1;
-            act[k] = a;
-        }
-        if (changed) st = up(sh, cur.ctl, act, (size_t)m);
-        int capped = 0;
-        for (int64_t k = 0; k < m; k++) capped |= col[map[k]].active && col[map[k]].it >= su->maxiter;
-        if (st != BN_OK || capped) break; /* (all columns share maxiter: capped ⇒ every active one is) */
         st = pw_set_product(sh, op, &cur, m);
-        if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_GRAM, &cur, m);
-        if (st == BN_OK) st = down(sh, gh, sh->G, (size_t)BN_LG_COUNT * (size_t)m);
-        if (st != BN_OK) break;
-        double *theta = sh->hctl + (size_t)BN_SC_MU * (size_t)m; /* scratch: the Ritz values */
-        for (int64_t k = 0; k < m; k++) {
-            lob_col *c = &col[map[k]];
-            double g[BN_LG_COUNT], cf[3] = {1, 0, 0}, lo;
-            theta[k] = NAN;
-            if (!c->active) continue;
-            for (int f = 0; f < BN_LG_COUNT; f++) g[f] = gh[(size_t)f * (size_t)m + (size_t)k];
-            if (bn_lobpcg_ritz(g, c->use_p, tau, &theta[k], &lo, cf) == 0) theta[k] = NAN;
-            c->use_p = 1;
-            double in[BN_LG_NIN];
-            lobpcg_coefficients(g, cf, theta[k], in);
-            for (int f = 0; f < BN_LG_NIN; f++) gh[(size_t)f * (size_t)m + (size_t)k] = in[f];
-        }
-        st = up(sh, sh->G, gh, (size_t)BN_LG_NIN * (size_t)m);
-        if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_COMBINE, &cur, m);
-        if (st != BN_OK) break;
-        for (int64_t k = 0; k < m; k++) {
-            int64_t j = map[k];
-            if (col[j].active) lob_check(&col[j], theta[k], 1, ceil ? ceil[j] : NAN, tol, &lam[j], &conv[j]);
-        }
+        if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_STEP, &cur, m, tau);
+        it++;
     }
+    if (st == BN_OK) st = lob_control_down(sh, map, m, hl, tmp);
     if (st == BN_OK && cur_id >= 0) st = lob_send_home(sh, &cur, map, m);
     /* The warm starts of the next record. */
     if (st == BN_OK) st = lob_x_home(sh, op);
     for (int64_t j = 0; j < S; j++) {
-        if (col[j].active) lam[j] = col[j].best; /* the best lower bound found */
-        iters[j] = col[j].it;
+        conv[j] = hl[BN_LC_CONV * S + j] != 0;
+        iters[j] = (int64_t)hl[BN_LC_IT * S + j];
+        lam[j] = hl[BN_LC_LAM * S + j];
     }
-    free(col);
+    /* The columns still iterating at the cap (act: the last flags of the
+     * batch): the best lower bound found. */
+    for (int64_t k = 0; st == BN_OK && k < m; k++)
+        if (act[k] != 0) lam[map[k]] = hl[BN_LC_BEST * S + map[k]];
     free(map);
     free(keep);
-    free(gh);
+    free(hl);
+    free(tmp);
     return st;
 }
 

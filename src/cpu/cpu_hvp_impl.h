@@ -79,24 +79,25 @@ static bn_status BN_SFX(cpu_power_update)(bn_backend *be, int64_t d, int64_t S, 
 
 BN_CPU_COLUMN_RANGE BN_SFX(cpu_lobpcg_range)(int64_t j0, int64_t j1, int stage, int64_t d, int64_t S, REAL *v,
                                              REAL *g, REAL *x, REAL *xgv, const REAL *w, int project, REAL *l,
-                                             REAL *gr, REAL *c)
+                                             double *lc, REAL *c, double tol, double tau)
 {
     for (int64_t j = j0; j < j1; j++)
         if (c[BN_SC_ACTIVE * S + j] != 0)
             BN_SFX(bn_lobpcg_column)(stage, d, v + j * d, g + j, x + j * d, xgv + j, w + j * d, project,
-                                     l + j * 4 * (d + 1), gr + j, c + j, S);
+                                     l + j * 4 * (d + 1), lc + j, c + j, S, tol, tau);
 }
 
-/* V, X, W: d×S col-major; vg, xg: S; L: 4(d+1)×S col-major; G: BN_LG_COUNT×S
- * and ctl: BN_SC_COUNT×S field-major. */
+/* V, X, W: d×S col-major; vg, xg: S; L: 4(d+1)×S col-major; lc: BN_LC_COUNT×S
+ * (float64) and ctl: BN_SC_COUNT×S field-major. */
 static bn_status BN_SFX(cpu_lobpcg_update)(bn_backend *be, int stage, int64_t d, int64_t S, void *V, void *vg,
-                                           void *X, void *xg, const void *W, int project, void *L, void *G,
-                                           void *ctl)
+                                           void *X, void *xg, const void *W, int project, void *L, double *lc,
+                                           void *ctl, double tol, double tau)
 {
     int64_t chunks = (S + BN_CPU_CHUNK - 1) / BN_CPU_CHUNK;
     BN_CPU_FOR(chunks > 1 && (d * S) > 4096, static, c, chunks, {
         BN_SFX(cpu_lobpcg_range)(c * BN_CPU_CHUNK, BN_CPU_CHUNK_END(c, S), stage, d, S, (REAL *)V, (REAL *)vg,
-                                 (REAL *)X, (REAL *)xg, (const REAL *)W, project, (REAL *)L, (REAL *)G, (REAL *)ctl);
+                                 (REAL *)X, (REAL *)xg, (const REAL *)W, project, (REAL *)L, lc, (REAL *)ctl, tol,
+                                 tau);
     });
     return BN_OK;
 }

@@ -115,6 +115,11 @@ template <> struct bn_hm<double> {
     {
         return bn_lobpcg_combine_entry_f64(c, r, ar, x, ax, p, ap);
     }
+    __host__ __device__ static double lob_plan(const double *gr, int project, int use_p, double tau, double *c,
+                                               double *f)
+    {
+        return bn_lobpcg_plan_f64(gr, project, use_p, tau, c, f);
+    }
     __host__ __device__ static double sqrt_(double x) { return sqrt(x); }
 };
 template <> struct bn_hm<float> {
@@ -132,6 +137,11 @@ template <> struct bn_hm<float> {
     __host__ __device__ static float lob_combine(const float *c, float r, float ar, float *x, float *ax, float *p, float *ap)
     {
         return bn_lobpcg_combine_entry_f32(c, r, ar, x, ax, p, ap);
+    }
+    __host__ __device__ static double lob_plan(const float *gr, int project, int use_p, double tau, float *c,
+                                               float *f)
+    {
+        return bn_lobpcg_plan_f32(gr, project, use_p, tau, c, f);
     }
     __host__ __device__ static float sqrt_(float x) { return sqrtf(x); }
 };
@@ -168,7 +178,8 @@ bn_status bn_cuda_power_update(bn_backend *be, int64_t d, int64_t S, void *V, vo
                                const void *xg, const void *W, int project, void *ctl);
 template <typename T>
 bn_status bn_cuda_lobpcg_update(bn_backend *be, int stage, int64_t d, int64_t S, void *V, void *vg, void *X,
-                                void *xg, const void *W, int project, void *L, void *G, void *ctl);
+                                void *xg, const void *W, int project, void *L, double *lc, void *ctl, double tol,
+                                double tau);
 template <typename T>
 bn_status bn_cuda_lanczos_extend(bn_backend *be, int64_t d, int64_t S, int64_t k, void *QW, void *QG,
                                  const void *X, const void *xg, const void *W, int project, uint64_t seed,

@@ -200,11 +200,14 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
 }
 
 /* bn_lobpcg_column for the active columns (as in it: the stages of
- * bn_hvp_math.h; the γ entries, index d of the L vectors, by lane 0). */
+ * bn_hvp_math.h; the γ entries, index d of the L vectors, by lane 0).  STEP:
+ * every lane of the group holds the Gram sums after group_sum and computes
+ * the same Rayleigh-Ritz (float64, bn_lobpcg_plan_sums); lane 0 writes the
+ * column's control state. */
 template <typename T, int TPC>
 __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
-    lobpcg_kernel(int stage, int64_t d, int64_t S, T *V, T *vg, T *X, T *xg, const T *W, int project, T *L, T *G,
-                  T *ctl)
+    lobpcg_kernel(int stage, int64_t d, int64_t S, T *V, T *vg, T *X, T *xg, const T *W, int project, T *L,
+                  double *lc, T *ctl, double tol, double tau)
 {
     const int64_t col = group_col<TPC>();
     const int lane = group_lane<TPC>();
@@ -214,6 +217,7 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     const T *w = W + col * d;
     const int64_t e = d + 1;
     T *lx = L + col * 4 * e, *lax = lx + e, *lp = lx + 2 * e, *lap = lx + 3 * e;
+    double *lcc = lc + col;
     const T vg0 = vg[col], xg0 = xg[col];
     if (stage == BN_LOB_START) {
         if (project) group_project<T, TPC>(d, lane, w, x);
@@ -242,10 +246,22 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
             lp[d] = lap[d] = 0;
             const T rg = xg0 - mu * vg0;
             vg[col] = rg;
+            const T nv = bn_hm<T>::sqrt_(rr[0] + rg * rg);
             ctl[BN_SC_MU * S + col] = mu;
-            ctl[BN_SC_NV * S + col] = bn_hm<T>::sqrt_(rr[0] + rg * rg);
+            ctl[BN_SC_NV * S + col] = nv;
+            int stop = bn_lobpcg_check(lcc, S, (double)mu, 0, tol);
+            if (!stop && nv == 0) { /* x is an eigenvector */
+                stop = 1;
+                lcc[BN_LC_CONV * S] = 1;
+                lcc[BN_LC_LAM * S] = lcc[BN_LC_BEST * S];
+            }
+            if (stop) ctl[BN_SC_ACTIVE * S + col] = 0;
         }
-    } else if (stage == BN_LOB_GRAM) {
+    } else {
+        /* Read by every lane before group_sum, the group's barrier, so
+         * before lane 0 writes them below (the γ entries, the state). */
+        const int use_p = lcc[BN_LC_USEP * S] != 0;
+        const T xg_ = lx[d], rg = vg0, pg = lp[d], axg = lax[d], arg = xg0, apg = lap[d]; /* (likewise) */
         T s[BN_LG_COUNT];
 #pragma unroll
         for (int f = 0; f < BN_LG_COUNT; f++) s[f] = 0;
@@ -267,23 +283,19 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
             s[BN_LG_WW] += wi * wi;
         }
         group_sum<TPC>(s);
-        if (lane == 0) {
-            const T xg_ = lx[d], rg = vg0, pg = lp[d], axg = lax[d], arg = xg0, apg = lap[d];
-            const T tail[BN_LG_COUNT] = {xg_ * xg_, xg_ * rg,  xg_ * pg,  rg * rg,  rg * pg,  pg * pg, xg_ * axg,
-                                         xg_ * arg, xg_ * apg, rg * arg, rg * apg, pg * apg, 0,       0};
-            for (int f = 0; f < BN_LG_COUNT; f++) G[f * S + col] = s[f] + tail[f];
-        }
-    } else {
-        T c[BN_LG_NIN];
+        const T tail[BN_LG_COUNT] = {xg_ * xg_, xg_ * rg,  xg_ * pg,  rg * rg,  rg * pg,  pg * pg, xg_ * axg,
+                                     xg_ * arg, xg_ * apg, rg * arg, rg * apg, pg * apg, 0,       0};
 #pragma unroll
-        for (int k = 0; k < BN_LG_NIN; k++) c[k] = G[k * S + col];
-        const T ww = G[BN_LG_WW * S + col];
-        const T f = project && ww > 0 ? G[BN_LG_WA * S + col] / ww : (T)0;
+        for (int f = 0; f < BN_LG_COUNT; f++) s[f] += tail[f];
+        T c[BN_LG_NIN], f;
+        const double th = bn_hm<T>::lob_plan(s, project, use_p, tau, c, &f);
         for (int64_t i = lane; i < d; i += TPC)
             v[i] = bn_hm<T>::lob_combine(c, v[i], x[i] - f * w[i], &lx[i], &lax[i], &lp[i], &lap[i]);
         if (lane == 0) {
             vg[col] = bn_hm<T>::lob_combine(c, vg0, xg0, &lx[d], &lax[d], &lp[d], &lap[d]);
             ctl[BN_SC_MU * S + col] = c[BN_LG_MU];
+            lcc[BN_LC_USEP * S] = 1;
+            if (bn_lobpcg_check(lcc, S, th, 1, tol)) ctl[BN_SC_ACTIVE * S + col] = 0;
         }
     }
 }
@@ -470,16 +482,17 @@ bn_status bn_cuda_power_update(bn_backend *be, int64_t d, int64_t S, void *V, vo
 
 template <typename T>
 bn_status bn_cuda_lobpcg_update(bn_backend *be, int stage, int64_t d, int64_t S, void *V, void *vg, void *X,
-                                void *xg, const void *W, int project, void *L, void *G, void *ctl)
+                                void *xg, const void *W, int project, void *L, double *lc, void *ctl, double tol,
+                                double tau)
 {
     BN_TRY(check_dims("lobpcg_update", d, S));
-    if (stage < BN_LOB_START || stage > BN_LOB_COMBINE)
+    if (stage < BN_LOB_START || stage > BN_LOB_STEP)
         return bn_fail(BN_ERR_ARG, "CUDA lobpcg_update: stage %d", stage);
     if (S == 0) return BN_OK;
     cudaStream_t stream;
     BN_TRY(bn_cuda_backend_stream(be, &stream));
     BN_HVP_LAUNCH(d, S, stream, lobpcg_kernel, stage, d, S, (T *)V, (T *)vg, (T *)X, (T *)xg, (const T *)W, project,
-                  (T *)L, (T *)G, (T *)ctl);
+                  (T *)L, lc, (T *)ctl, tol, tau);
     BN_CU(cudaGetLastError());
     return BN_OK;
 }
@@ -549,7 +562,8 @@ bn_status bn_cuda_copy_columns(bn_backend *be, int64_t rows, int64_t count, cons
     template bn_status bn_cuda_power_update<T>(bn_backend *, int64_t, int64_t, void *, void *, const void *, \
                                                const void *, const void *, int, void *);                    \
     template bn_status bn_cuda_lobpcg_update<T>(bn_backend *, int, int64_t, int64_t, void *, void *, void *,   \
-                                                void *, const void *, int, void *, void *, void *);         \
+                                                void *, const void *, int, void *, double *, void *, double, \
+                                                double);                                                    \
     template bn_status bn_cuda_lanczos_extend<T>(bn_backend *, int64_t, int64_t, int64_t, void *, void *,   \
                                                  const void *, const void *, const void *, int, uint64_t,   \
                                                  uint64_t, void *, void *);                 \
