@@ -106,8 +106,9 @@ typedef struct bn_backend_ops {
      * iteration): for active columns, bn_lobpcg_column(stage, V[:,j], vg + j,
      * X[:,j], xg + j, W[:,j], project, L + j·4(d+1), lc + j, ctl + j, S, tol,
      * tau).  V, X, W: d×S; vg, xg: S; L: 4(d+1)×S col-major; lc:
-     * BN_LC_COUNT×S float64, field-major.  X is projected in place for
-     * project; a column that stops clears its ctl[ACTIVE]. */
+     * BN_LC_COUNT×S float64, field-major.  START projects X in place for
+     * project (STEP uses x - f·w); a column that stops clears its
+     * ctl[ACTIVE]. */
     bn_status (*lobpcg_update)(bn_backend *be, int stage, int64_t d, int64_t S, void *V, void *vg, void *X,
                                void *xg, const void *W, int project, void *L, double *lc, void *ctl, double tol,
                                double tau);

@@ -237,16 +237,18 @@ BN_HD BN_COLUMN_INLINE static inline double bn_sym3_vector(const double C[3][3],
     return rq;
 }
 
-/* The largest eigenvalue of the symmetric b×b matrix C (b = 2 or 3) and a
- * unit eigenvector z.  b = 3: Newton's method on det(λI - C), from above
- * (the smaller of Gershgorin's bound and tr/3 + √(2/3·‖C - tr/3·I‖²_F)),
- * where the cubic is increasing and convex, so the iterates fall
- * monotonically to the root; the vector is bn_sym3_vector's, and the value
- * returned its Rayleigh quotient: accurate to rounding where Newton's λ is
- * not (a double root: √ε), and never above λ_max.  Only +, -, ×, ÷ and √: a fixed sequence of operations, the
- * same on any machine.  (Cyclic Jacobi did the same at about 5× the cost, a
- * quarter of a logistic sharpness run, issue 7.) */
-BN_HD BN_COLUMN_INLINE static inline double bn_sym3_top(const double C[3][3], int b, double z[3])
+/* The largest eigenvalue of the symmetric b×b matrix C (b = 2 or 3; entries
+ * of order 1, bn_sym3_top scales) and a unit eigenvector z.  b = 2: the
+ * closed form.  b = 3: Newton's method on det(λI - C) from above (the smaller
+ * of Gershgorin's bound and tr/3 + √(2/3·‖C - tr/3·I‖²_F)), where the cubic
+ * is increasing and convex, so the iterates fall monotonically to the root;
+ * the vector is bn_sym3_vector's and the value returned its Rayleigh
+ * quotient: accurate to rounding where Newton's λ is not (a double root:
+ * √ε), and never above λ_max.  Only +, -, ×, ÷ and √, a fixed sequence of
+ * operations (CPU and GPU differ only where nvcc contracts into FMAs).
+ * Cyclic Jacobi did the same at several times the cost: most of LOBPCG's
+ * column pass (issue 7). */
+BN_HD BN_COLUMN_INLINE static inline double bn_sym3_top_unit(const double C[3][3], int b, double z[3])
 {
     z[0] = 1;
     z[1] = z[2] = 0;
@@ -277,13 +279,38 @@ BN_HD BN_COLUMN_INLINE static inline double bn_sym3_top(const double C[3][3], in
         double fp = d1 * d2 + d0 * d2 + d0 * d1 - q01 - q02 - q12;
         if (!(f > 0) || !(fp > 0)) break;
         double next = lam - f / fp;
-        if (!(next < lam)) break;
+        if (!(next < lam) || !isfinite(next)) break;
         lam = next;
     }
     /* Twice: from the Rayleigh quotient of the first vector, accurate to
      * rounding, a repeated root's rank-1 C - λI is seen as such. */
     lam = bn_sym3_vector(C, lam, z);
     return bn_sym3_vector(C, lam, z);
+}
+
+/* bn_sym3_top_unit on C scaled by a power of two (exact) to max|Cᵢₖ| in
+ * [1/2, 1): the cubic and the squared cross products scale as |C|³ and |C|⁴,
+ * and would overflow or underflow far inside the range of double.  A zero C:
+ * λ = 0, z = e₀; a non-finite one: NaN. */
+BN_HD BN_COLUMN_INLINE static inline double bn_sym3_top(const double C[3][3], int b, double z[3])
+{
+    double mx = 0;
+    int bad = 0;
+    for (int i = 0; i < b; i++)
+        for (int k = 0; k < b; k++) {
+            bad |= !isfinite(C[i][k]);
+            mx = fmax(mx, fabs(C[i][k]));
+        }
+    z[0] = 1;
+    z[1] = z[2] = 0;
+    if (bad) return NAN;
+    if (mx == 0) return 0;
+    int e;
+    frexp(mx, &e);
+    double sc = ldexp(1.0, -e), Cs[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+    for (int i = 0; i < b; i++)
+        for (int k = 0; k < b; k++) Cs[i][k] = C[i][k] * sc;
+    return ldexp(bn_sym3_top_unit((const double(*)[3])Cs, b, z), e);
 }
 
 /* The Rayleigh-Ritz step of one column (float64, in the backend's column

@@ -68,8 +68,9 @@
  * general path replaces the power iteration by LOBPCG with one vector: the
  * same start vectors and compaction; each iteration multiplies the residual
  * r = Ax - μx once and moves to the top Ritz vector of span{x, r, p} (3×3
- * Rayleigh-Ritz per column in the backend's pass, bn_lobpcg_ritz, which also
- * applies the stopping rule and clears the column's ACTIVE flag); it stops
+ * Rayleigh-Ritz per column in the backend's pass, bn_lobpcg_ritz; the same
+ * pass applies the stopping rule, bn_lobpcg_check, and clears the column's
+ * ACTIVE flag); it stops
  * when the Ritz value changes by ≤ tol·|θ| (two products at least) or
  * reaches the ceiling.  No
  * shift: the Ritz value is the top of its subspace whatever the most

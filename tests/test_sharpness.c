@@ -353,7 +353,7 @@ Test(sharpness, plain_power_iteration_matches_lapack)
  * that matter: generic 3×3 and 2×2 matrices, nearly diagonal ones (a
  * converging column: off-diagonals 1e-4 .. 1e-12), a repeated top
  * eigenvalue (rank-1 C - λI, where no cross product of two rows is usable),
- * a multiple of I, and a repeated bottom one.  fp64 tolerances: eigenvalue
+ * a multiple of I, a repeated bottom one, entries of 1e±120, zero and NaN.  fp64 tolerances: eigenvalue
  * 1e-13·‖C‖, residual ‖Cz - λz‖ 1e-12·‖C‖, ‖z‖ = 1 to 1e-14. */
 Test(sharpness, sym3_top_matches_lapack)
 {
@@ -386,6 +386,10 @@ Test(sharpness, sym3_top_matches_lapack)
         } else if (kind == 5) { /* 1.5·I */
             for (int i = 0; i < 3; i++)
                 for (int k = 0; k < 3; k++) C[i][k] = i == k ? 1.5 : 0;
+        } else if (kind == 6) { /* far from 1: the cubic would overflow (1e120) or underflow (1e-120) */
+            double f = t % 2 ? 1e120 : 1e-120;
+            for (int i = 0; i < 3; i++)
+                for (int k = 0; k < 3; k++) C[i][k] *= f;
         }
         double T[9], ev[3], z[3], cn = 0;
         for (int i = 0; i < b; i++)
@@ -407,6 +411,12 @@ Test(sharpness, sym3_top_matches_lapack)
         cr_expect_leq(fabs(zz - 1), 1e-14, "case %d: ‖z‖² = %.17g", t, zz);
         cr_expect_leq(res, 1e-12 * cn, "case %d (kind %d, b %d): residual %.3g", t, kind, b, res);
     }
+    /* a zero matrix: λ = 0; a non-finite one: NaN, z still a unit vector */
+    double Z0[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}}, z[3];
+    cr_expect_eq(bn_sym3_top((const double(*)[3])Z0, 3, z), 0.0);
+    Z0[1][2] = Z0[2][1] = NAN;
+    cr_expect(isnan(bn_sym3_top((const double(*)[3])Z0, 3, z)));
+    cr_expect_eq(z[0] * z[0] + z[1] * z[1] + z[2] * z[2], 1.0);
 }
 
 /* bn_lobpcg_ritz against LAPACK: the Ritz values of a symmetric A on span(B),

@@ -246,6 +246,16 @@ template <int TPC, int NV, typename T> __device__ __forceinline__ void group_sum
     }
 }
 
+/* A barrier with memory ordering among the TPC threads of one column's
+ * group (group_sum's shuffles order no memory accesses). */
+template <int TPC> __device__ __forceinline__ void group_barrier()
+{
+    if constexpr (TPC > 32)
+        __syncthreads();
+    else
+        __syncwarp();
+}
+
 /* Blocks for S columns of group size tpc: 8 columns per block for warps. */
 static inline unsigned grid_for(int tpc, int64_t S)
 {

@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
 /* bn_lobpcg_column for the active columns (as in it: the stages of
  * bn_hvp_math.h; the γ entries, index d of the L vectors, by lane 0).  STEP:
  * every lane of the group holds the Gram sums after group_sum and computes
- * the same Rayleigh-Ritz (float64, bn_lobpcg_plan_sums); lane 0 writes the
+ * the same Rayleigh-Ritz (float64, bn_lobpcg_plan); lane 0 writes the
  * column's control state. */
 template <typename T, int TPC>
 __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
@@ -240,6 +240,7 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
             rr[0] += ri * ri;
         }
         group_sum<TPC>(rr);
+        group_barrier<TPC>(); /* every lane's read of vg[col] before lane 0's write */
         if (lane == 0) {
             lx[d] = vg0;
             lax[d] = xg0;
@@ -258,8 +259,8 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
             if (stop) ctl[BN_SC_ACTIVE * S + col] = 0;
         }
     } else {
-        /* Read by every lane before group_sum, the group's barrier, so
-         * before lane 0 writes them below (the γ entries, the state). */
+        /* Read by every lane before lane 0 writes them below (the γ
+         * entries, the state), group_barrier between. */
         const int use_p = lcc[BN_LC_USEP * S] != 0;
         const T xg_ = lx[d], rg = vg0, pg = lp[d], axg = lax[d], arg = xg0, apg = lap[d]; /* (likewise) */
         T s[BN_LG_COUNT];
@@ -289,6 +290,7 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
         for (int f = 0; f < BN_LG_COUNT; f++) s[f] += tail[f];
         T c[BN_LG_NIN], f;
         const double th = bn_hm<T>::lob_plan(s, project, use_p, tau, c, &f);
+        group_barrier<TPC>(); /* every lane's reads above before lane 0's writes below */
         for (int64_t i = lane; i < d; i += TPC)
             v[i] = bn_hm<T>::lob_combine(c, v[i], x[i] - f * w[i], &lx[i], &lax[i], &lp[i], &lap[i]);
         if (lane == 0) {
