@@ -189,6 +189,14 @@ enum {
     BN_LC_COUNT
 };
 
+/* x = u × v. */
+BN_HD BN_COLUMN_INLINE static inline void bn_cross3(const double *u, const double *v, double *x)
+{
+    x[0] = u[1] * v[2] - u[2] * v[1];
+    x[1] = u[2] * v[0] - u[0] * v[2];
+    x[2] = u[0] * v[1] - u[1] * v[0];
+}
+
 /* A unit null vector z of the 3×3 C - λI (λ an eigenvalue of the symmetric
  * C, to rounding): the longest cross product of two rows, or, where C - λI
  * has rank ≤ 1 (λ repeated), a vector ⊥ its longest row (any, when there is
@@ -201,8 +209,9 @@ BN_HD BN_COLUMN_INLINE static inline double bn_sym3_vector(const double C[3][3],
     double best = 0, rbest = 0;
     int ib = 0;
     for (int i = 0; i < 3; i++) {
-        const double *u = B[i], *v = B[(i + 1) % 3];
-        double x[3] = {u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]};
+        const double *u = B[i];
+        double x[3];
+        bn_cross3(u, B[(i + 1) % 3], x);
         double nx = x[0] * x[0] + x[1] * x[1] + x[2] * x[2];
         if (nx > best) {
             best = nx;
@@ -221,9 +230,7 @@ BN_HD BN_COLUMN_INLINE static inline double bn_sym3_vector(const double C[3][3],
         int k = fabs(u[0]) <= fabs(u[1]) && fabs(u[0]) <= fabs(u[2]) ? 0 : (fabs(u[1]) <= fabs(u[2]) ? 1 : 2);
         double e[3] = {0, 0, 0};
         e[k] = 1;
-        z[0] = u[1] * e[2] - u[2] * e[1];
-        z[1] = u[2] * e[0] - u[0] * e[2];
-        z[2] = u[0] * e[1] - u[1] * e[0];
+        bn_cross3(u, e, z);
         best = z[0] * z[0] + z[1] * z[1] + z[2] * z[2];
         if (!(best > 0)) {
             z[0] = 1;
@@ -435,6 +442,25 @@ BN_HD BN_COLUMN_INLINE static inline int bn_lobpcg_check(double *lc, int64_t S, 
         lc[BN_LC_LAM * S] = best;
     }
     return done;
+}
+
+/* START's rules: bn_lobpcg_check on the start's Rayleigh quotient mu; a
+ * zero residual norm nv (x an eigenvector) also ends the column. */
+BN_HD BN_COLUMN_INLINE static inline int bn_lobpcg_check_start(double *lc, int64_t S, double mu, double nv,
+                                                               double tol)
+{
+    if (bn_lobpcg_check(lc, S, mu, 0, tol)) return 1;
+    if (nv != 0) return 0;
+    lc[BN_LC_CONV * S] = 1;
+    lc[BN_LC_LAM * S] = lc[BN_LC_BEST * S];
+    return 1;
+}
+
+/* STEP's rules on the Ritz value th; from now on p is in the basis. */
+BN_HD BN_COLUMN_INLINE static inline int bn_lobpcg_check_step(double *lc, int64_t S, double th, double tol)
+{
+    lc[BN_LC_USEP * S] = 1;
+    return bn_lobpcg_check(lc, S, th, 1, tol);
 }
 
 #define REAL double

@@ -306,12 +306,7 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, in
         REAL nv = R_SQRT(BN_SFX(bn_lane_total)(rr8) + *vg * *vg);
         ctl[BN_SC_MU * S] = mu;
         ctl[BN_SC_NV * S] = nv;
-        stop = bn_lobpcg_check(lc, S, (double)mu, 0, tol);
-        if (!stop && nv == 0) { /* x is an eigenvector */
-            stop = 1;
-            lc[BN_LC_CONV * S] = 1;
-            lc[BN_LC_LAM * S] = lc[BN_LC_BEST * S];
-        }
+        stop = bn_lobpcg_check_start(lc, S, (double)mu, (double)nv, tol);
     } else {
         REAL s8[BN_LG_COUNT][BN_LANES] = {{0}};
         BN_LANE_LOOP(d, {
@@ -337,12 +332,11 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, in
         REAL gr[BN_LG_COUNT], c[BN_LG_NIN], f;
         for (int q = 0; q < BN_LG_COUNT; q++) gr[q] = BN_SFX(bn_lane_total)(s8[q]) + tail[q];
         double th = BN_SFX(bn_lobpcg_plan)(gr, project, lc[BN_LC_USEP * S] != 0, tau, c, &f);
-        lc[BN_LC_USEP * S] = 1;
         for (int64_t i = 0; i < d; i++)
             v[i] = BN_SFX(bn_lobpcg_combine_entry)(c, v[i], x[i] - f * w[i], &lx[i], &lax[i], &lp[i], &lap[i]);
         *vg = BN_SFX(bn_lobpcg_combine_entry)(c, *vg, *xg, &lx[d], &lax[d], &lp[d], &lap[d]);
         ctl[BN_SC_MU * S] = c[BN_LG_MU];
-        stop = bn_lobpcg_check(lc, S, th, 1, tol);
+        stop = bn_lobpcg_check_step(lc, S, th, tol);
     }
     if (stop) ctl[BN_SC_ACTIVE * S] = 0;
 }

@@ -644,7 +644,7 @@ static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *
     int can_compact = !su->no_compact && S > 1;
     /* power_start leaves ctl[ACTIVE] = 1 for every column. */
     bn_status st = power_start(sh, op, 0);
-    if (st == BN_OK) st = be->ops->upload(be, sh->lc, hl, (size_t)BN_LC_COUNT * (size_t)S * sizeof(double));
+    if (st == BN_OK) st = lob_control_up(sh, map, m, hl, tmp);
     if (st == BN_OK) st = pw_set_product(sh, op, &cur, m);
     if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_START, &cur, m, tau);
     it = 1;

@@ -250,13 +250,7 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
             const T nv = bn_hm<T>::sqrt_(rr[0] + rg * rg);
             ctl[BN_SC_MU * S + col] = mu;
             ctl[BN_SC_NV * S + col] = nv;
-            int stop = bn_lobpcg_check(lcc, S, (double)mu, 0, tol);
-            if (!stop && nv == 0) { /* x is an eigenvector */
-                stop = 1;
-                lcc[BN_LC_CONV * S] = 1;
-                lcc[BN_LC_LAM * S] = lcc[BN_LC_BEST * S];
-            }
-            if (stop) ctl[BN_SC_ACTIVE * S + col] = 0;
+            if (bn_lobpcg_check_start(lcc, S, (double)mu, (double)nv, tol)) ctl[BN_SC_ACTIVE * S + col] = 0;
         }
     } else {
         /* Read by every lane before lane 0 writes them below (the γ
@@ -296,8 +290,7 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
         if (lane == 0) {
             vg[col] = bn_hm<T>::lob_combine(c, vg0, xg0, &lx[d], &lax[d], &lp[d], &lap[d]);
             ctl[BN_SC_MU * S + col] = c[BN_LG_MU];
-            lcc[BN_LC_USEP * S] = 1;
-            if (bn_lobpcg_check(lcc, S, th, 1, tol)) ctl[BN_SC_ACTIVE * S + col] = 0;
+            if (bn_lobpcg_check_step(lcc, S, th, tol)) ctl[BN_SC_ACTIVE * S + col] = 0;
         }
     }
 }
