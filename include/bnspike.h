@@ -127,8 +127,10 @@ typedef struct {
      * 0 = off.  See src/sharpness.h for the algorithms. */
     int64_t sharpness_every;
     int sharpness_method;        /* bn_sharpness_method (power)                      */
-    double sharpness_tol;        /* relative change that stops the power iteration;
-                                    Ritz residual / scale for Lanczos (1e-6)         */
+    double sharpness_tol;        /* relative change (or LOBPCG's residual bound
+                                    ‖r‖²/gap relative to 0.1·tol) that stops the
+                                    power iteration; Ritz residual / scale for
+                                    Lanczos (1e-6)                                   */
     int64_t sharpness_maxiter;   /* HVPs per power iteration (1000)                   */
     /* sharpness_sphere: 0 = λ_max(Π P^½HP^½ Π) (default: the one held against 2),
      * 1 = λ_max(Π H Π), both on range(Π), Π = I - (ŵ,0)(ŵ,0)ᵀ. */

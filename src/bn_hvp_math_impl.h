@@ -237,14 +237,15 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lanczos_extend_column)(int64
 /* STEP's Rayleigh-Ritz from one column's Gram entries gr (REAL), p in the
  * basis when use_p, in float64 from there (bn_lobpcg_ritz,
  * bn_lobpcg_coefficients): the combination's coefficients c, the sphere's
- * projection factor *f = ŵᵀ(Ar)/ŵᵀŵ, and the Ritz value (NaN for a
- * non-finite state), returned.  Shared with the CUDA kernel. */
+ * projection factor *f = ŵᵀ(Ar)/ŵᵀŵ, the second Ritz value *th2 and the
+ * Ritz value (NaN for a non-finite state), returned.  Shared with the CUDA
+ * kernel. */
 BN_HD BN_COLUMN_INLINE static inline double BN_SFX(bn_lobpcg_plan)(const REAL *gr, int project, int use_p,
-                                                                   double tau, REAL *c, REAL *f)
+                                                                   double tau, REAL *c, REAL *f, double *th2)
 {
     double g[BN_LG_COUNT], cf[3] = {1, 0, 0}, th, in[BN_LG_NIN];
     for (int k = 0; k < BN_LG_COUNT; k++) g[k] = (double)gr[k];
-    if (bn_lobpcg_ritz(g, use_p, tau, &th, cf) == 0) th = NAN;
+    if (bn_lobpcg_ritz(g, use_p, tau, &th, th2, cf) == 0) th = NAN;
     bn_lobpcg_coefficients(g, cf, th, in);
     for (int k = 0; k < BN_LG_NIN; k++) c[k] = (REAL)in[k];
     *f = project && gr[BN_LG_WW] > 0 ? gr[BN_LG_WA] / gr[BN_LG_WW] : (REAL)0;
@@ -269,7 +270,8 @@ BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_lobpcg_combine_entry)(const 
 
 /* One stage of LOBPCG for one column (bn_hvp_math.h: BN_LOB_*): L the
  * column's 4(d+1) reals, v/vg the vector last multiplied, x/xg its product
- * (START projects it in place with Π when project), lc: BN_LC_COUNT fields
+ * (START projects it in place with Π when project; PREDICT: v/vg and x/xg
+ * the last two records' vectors, x ← the prediction), lc: BN_LC_COUNT fields
  * (float64) and ctl: BN_SC_COUNT fields, both of stride S; tol the stopping
  * rule's, tau bn_lobpcg_ritz's.  A column that stops clears ctl[ACTIVE]. */
 BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, int64_t d, REAL *BN_RESTRICT v,
@@ -282,6 +284,22 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, in
     const int64_t e = d + 1;
     REAL *BN_RESTRICT lx = L, *BN_RESTRICT lax = L + e, *BN_RESTRICT lp = L + 2 * e, *BN_RESTRICT lap = L + 3 * e;
     int stop;
+    if (stage == BN_LOB_PREDICT) {
+        REAL g8[3][BN_LANES] = {{0}};
+        BN_LANE_LOOP(d, {
+            g8[0][k] += v[i] * v[i];
+            g8[1][k] += x[i] * x[i];
+            g8[2][k] += v[i] * x[i];
+        });
+        double a, b;
+        bn_lobpcg_predict((double)(BN_SFX(bn_lane_total)(g8[0]) + *vg * *vg),
+                          (double)(BN_SFX(bn_lane_total)(g8[1]) + *xg * *xg),
+                          (double)(BN_SFX(bn_lane_total)(g8[2]) + *vg * *xg), &a, &b);
+        const REAL ra = (REAL)a, rb = (REAL)b;
+        for (int64_t i = 0; i < d; i++) x[i] = ra * v[i] + rb * x[i];
+        *xg = ra * *vg + rb * *xg;
+        return;
+    }
     if (stage == BN_LOB_START) {
         if (project) BN_SFX(bn_hvp_project)(d, w, x);
         REAL xx8[BN_LANES] = {0}, xa8[BN_LANES] = {0};
@@ -331,12 +349,15 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, in
                                         xg_ * arg, xg_ * apg, rg * arg, rg * apg, pg * apg, 0,       0};
         REAL gr[BN_LG_COUNT], c[BN_LG_NIN], f;
         for (int q = 0; q < BN_LG_COUNT; q++) gr[q] = BN_SFX(bn_lane_total)(s8[q]) + tail[q];
-        double th = BN_SFX(bn_lobpcg_plan)(gr, project, lc[BN_LC_USEP * S] != 0, tau, c, &f);
-        for (int64_t i = 0; i < d; i++)
+        double th2, th = BN_SFX(bn_lobpcg_plan)(gr, project, lc[BN_LC_USEP * S] != 0, tau, c, &f, &th2);
+        REAL rr8[BN_LANES] = {0};
+        BN_LANE_LOOP(d, {
             v[i] = BN_SFX(bn_lobpcg_combine_entry)(c, v[i], x[i] - f * w[i], &lx[i], &lax[i], &lp[i], &lap[i]);
+            rr8[k] += v[i] * v[i];
+        });
         *vg = BN_SFX(bn_lobpcg_combine_entry)(c, *vg, *xg, &lx[d], &lax[d], &lp[d], &lap[d]);
         ctl[BN_SC_MU * S] = c[BN_LG_MU];
-        stop = bn_lobpcg_check_step(lc, S, th, tol);
+        stop = bn_lobpcg_check_step(lc, S, th, th2, (double)(BN_SFX(bn_lane_total)(rr8) + *vg * *vg), tol);
     }
     if (stop) ctl[BN_SC_ACTIVE * S] = 0;
 }

@@ -39,6 +39,14 @@ struct bn_sharp {
      * the general path uses it. */
     void *L, *lc;
     int lobpcg;
+    /* Per operator, LOBPCG's history between records: the vector of the
+     * record before the last (Vp, vgp; pinit: it exists), for PREDICT; fresh:
+     * V holds another operator's vector of this record (warm_from), which is
+     * no history; gap: each column's last Ritz gap (NaN: none), the START's
+     * gap rule. */
+    void *Vp[BN_SOP_COUNT], *vgp[BN_SOP_COUNT];
+    int pinit[BN_SOP_COUNT], fresh[BN_SOP_COUNT];
+    double *gap[BN_SOP_COUNT];
     /* host */
     double *hctl;       /* BN_SC_COUNT×S */
     void *stage;        /* conversion staging, max(d, BN_SC_COUNT)·S reals */
@@ -144,9 +152,11 @@ bn_status bn_sharp_create(bn_backend *be, const bn_sharp_setup *su, bn_sharp **o
     bn_status st = BN_OK;
     if (!sh->eta_w || !sh->eta_g || !sh->hctl || !sh->stage)
         st = bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness engine");
-    for (int op = 0; op < BN_SOP_COUNT && st == BN_OK; op++)
-        if (!(sh->sigma[op] = calloc(S, sizeof(double))))
+    for (int op = 0; op < BN_SOP_COUNT && st == BN_OK; op++) {
+        if (!(sh->sigma[op] = calloc(S, sizeof(double))) || !(sh->gap[op] = malloc(S * sizeof(double))))
             st = bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness engine");
+        for (size_t j = 0; st == BN_OK && j < S; j++) sh->gap[op][j] = NAN;
+    }
     if (st == BN_OK && !(sh->inrow = malloc(S))) st = bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness engine");
     if (st == BN_OK) {
         memcpy(sh->eta_w, su->eta_w, S * sizeof(double));
@@ -218,7 +228,10 @@ void bn_sharp_free(bn_sharp *sh)
     for (int op = 0; op < BN_SOP_COUNT; op++) {
         if (sh->V[op]) sh->be->ops->dealloc(sh->be, sh->V[op]);
         if (sh->vg[op]) sh->be->ops->dealloc(sh->be, sh->vg[op]);
+        if (sh->Vp[op]) sh->be->ops->dealloc(sh->be, sh->Vp[op]);
+        if (sh->vgp[op]) sh->be->ops->dealloc(sh->be, sh->vgp[op]);
         free(sh->sigma[op]);
+        free(sh->gap[op]);
     }
     free(sh->eta_w);
     free(sh->eta_g);
@@ -378,6 +391,7 @@ bn_status bn_sharp_power_warm_from(bn_sharp *sh, int dst, int src)
     BN_TRY(be->ops->lanczos_extend(be, su->d, su->S, -1, sh->V[dst], sh->vg[dst], sh->V[src], sh->vg[src], sh->W, 0,
                                    su->seed, 0, sh->ctl, NULL));
     sh->vinit[dst] = 1;
+    sh->fresh[dst] = 1;
     return BN_OK;
 }
 
@@ -600,6 +614,42 @@ static bn_status lob_control_up(bn_sharp *sh, const int64_t *map, int64_t m, con
     return sh->be->ops->upload(sh->be, sh->lc, tmp, (size_t)BN_LC_COUNT * M * sizeof(double));
 }
 
+/* The start of operator op's next LOBPCG from its history (bn_hvp_math.h,
+ * PREDICT): V[op] ← the extrapolation of its last two records' vectors, and
+ * Vp[op] ← the last one, by computing into Vp and swapping the buffers.  The
+ * first time, Vp ← V only; a vector from warm_from is not op's own and
+ * starts the history afresh. */
+static bn_status lob_predict(bn_sharp *sh, int op)
+{
+    bn_backend *be = sh->be;
+    int64_t S = sh->su.S, d = sh->su.d;
+    int fresh = sh->fresh[op];
+    sh->fresh[op] = 0;
+    if (!sh->vinit[op] || fresh) {
+        sh->pinit[op] = 0;
+        return BN_OK;
+    }
+    if (!sh->Vp[op]) BN_TRY(dalloc(sh, (size_t)(d * S), &sh->Vp[op]));
+    if (!sh->vgp[op]) BN_TRY(dalloc(sh, (size_t)S, &sh->vgp[op]));
+    if (!sh->pinit[op]) {
+        BN_TRY(be->ops->copy_columns(be, d, S, sh->V[op], 1, d, NULL, sh->Vp[op], 1, d, NULL));
+        BN_TRY(be->ops->copy_columns(be, 1, S, sh->vg[op], 1, 1, NULL, sh->vgp[op], 1, 1, NULL));
+        sh->pinit[op] = 1;
+        return BN_OK;
+    }
+    for (int64_t j = 0; j < S; j++) hc(sh, BN_SC_ACTIVE)[j] = 1;
+    BN_TRY(ctl_up(sh, BN_SC_ACTIVE, BN_SC_ACTIVE + 1));
+    BN_TRY(be->ops->lobpcg_update(be, BN_LOB_PREDICT, d, S, sh->V[op], sh->vg[op], sh->Vp[op], sh->vgp[op], sh->W,
+                                  0, sh->L, (double *)sh->lc, sh->ctl, sh->tol, 0));
+    void *t = sh->V[op];
+    sh->V[op] = sh->Vp[op];
+    sh->Vp[op] = t;
+    t = sh->vg[op];
+    sh->vg[op] = sh->vgp[op];
+    sh->vgp[op] = t;
+    return BN_OK;
+}
+
 /* bn_sharp_power_bounded on the general path by LOBPCG (sharpness.h): the
  * same start vectors (power_start) and compaction as the power iteration;
  * no shift (the Ritz value is the largest on its subspace whatever the sign
@@ -630,20 +680,28 @@ static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *
     /* Dropping threshold of bn_lobpcg_ritz: the basis may amplify rounding by
      * at most 1/√tau (1e5 in fp64; 40 in fp32, where tol is ≥ 4e-6). */
     const double tau = fmax(1e-10, 1e4 * sh->eps);
+    /* START's gap rule assumes a start near the top eigenvector, which op's
+     * own history is; another operator's vector (the sphere's Π·x of
+     * P^½HP^½) may lie near a lower one of op with a small residual: on the
+     * paper case the rule then cost the sphere up to 1.7e-6 of accuracy. */
+    const int own = !sh->fresh[op];
     for (int64_t j = 0; j < S; j++) {
         map[j] = j;
         shift[j] = 0;
         const double init[BN_LC_COUNT] = {[BN_LC_THETA] = NAN, [BN_LC_BEST] = -INFINITY,
-                                          [BN_LC_CEIL] = ceil ? ceil[j] : NAN, [BN_LC_LAM] = NAN};
+                                          [BN_LC_CEIL] = ceil ? ceil[j] : NAN, [BN_LC_LAM] = NAN,
+                                          [BN_LC_GAP] = own ? sh->gap[op][j] : NAN};
         for (int f = 0; f < BN_LC_COUNT; f++) hl[(size_t)f * (size_t)S + (size_t)j] = init[f];
     }
+    /* (before the working set takes V[op]: PREDICT swaps it) */
+    bn_status st = lob_predict(sh, op);
     pw_set cur;
     pw_set_full(sh, op, &cur);
     int cur_id = -1;
     int64_t m = S, it = 0;
     int can_compact = !su->no_compact && S > 1;
     /* power_start leaves ctl[ACTIVE] = 1 for every column. */
-    bn_status st = power_start(sh, op, 0);
+    if (st == BN_OK) st = power_start(sh, op, 0);
     if (st == BN_OK) st = lob_control_up(sh, map, m, hl, tmp);
     if (st == BN_OK) st = pw_set_product(sh, op, &cur, m);
     if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_START, &cur, m, tau);
@@ -673,6 +731,7 @@ static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *
         conv[j] = hl[BN_LC_CONV * S + j] != 0;
         iters[j] = (int64_t)hl[BN_LC_IT * S + j];
         lam[j] = hl[BN_LC_LAM * S + j];
+        if (st == BN_OK) sh->gap[op][j] = hl[BN_LC_GAP * S + j];
     }
     /* The columns still iterating at the cap (act: the last flags of the
      * batch): the best lower bound found. */
@@ -1237,7 +1296,8 @@ bn_status bn_sharp_dense_eigs(const double *H, int64_t d, const double *w, doubl
 
 /* The warm-start state (issue 6): per operator the shift σ, whether a warm
  * vector exists and, if so, that vector (V d×S, vg S) as the backend holds it
- * (its precision, bitwise).  Everything else of the engine is either
+ * (its precision, bitwise); LOBPCG's history alike (the gaps; the vector
+ * before, Vp and vgp, when pinit).  Everything else of the engine is either
  * configuration or scratch that each call rebuilds. */
 bn_status bn_sharp_ckpt_save(const bn_sharp *sh, bn_ckpt *c)
 {
@@ -1245,19 +1305,29 @@ bn_status bn_sharp_ckpt_save(const bn_sharp *sh, bn_ckpt *c)
     size_t d = (size_t)sh->su.d, S = (size_t)sh->su.S;
     int64_t dims[3] = {(int64_t)d, (int64_t)S, (int64_t)sh->rs};
     BN_TRY(bn_ckpt_put(c, "sharp.eng.dims", dims, sizeof dims));
-    int64_t vinit[BN_SOP_COUNT];
-    for (int op = 0; op < BN_SOP_COUNT; op++) vinit[op] = sh->vinit[op] && sh->V[op] && sh->vg[op];
+    int64_t vinit[BN_SOP_COUNT], pinit[BN_SOP_COUNT];
+    for (int op = 0; op < BN_SOP_COUNT; op++) {
+        vinit[op] = sh->vinit[op] && sh->V[op] && sh->vg[op];
+        pinit[op] = vinit[op] && sh->pinit[op] && sh->Vp[op] && sh->vgp[op];
+    }
     BN_TRY(bn_ckpt_put(c, "sharp.eng.vinit", vinit, sizeof vinit));
+    BN_TRY(bn_ckpt_put(c, "sharp.eng.pinit", pinit, sizeof pinit));
     void *buf = malloc(d * S * sh->rs + 1);
     if (!buf) return bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness checkpoint buffer");
     bn_status st = BN_OK;
     for (int op = 0; op < BN_SOP_COUNT && st == BN_OK; op++) {
         st = bn_ckpt_put(c, "sharp.eng.sigma", sh->sigma[op], S * sizeof(double));
+        if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.gap", sh->gap[op], S * sizeof(double));
         if (st != BN_OK || !vinit[op]) continue;
         st = be->ops->download(be, buf, sh->V[op], d * S * sh->rs);
         if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.V", buf, d * S * sh->rs);
         if (st == BN_OK) st = be->ops->download(be, buf, sh->vg[op], S * sh->rs);
         if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.vg", buf, S * sh->rs);
+        if (st != BN_OK || !pinit[op]) continue;
+        st = be->ops->download(be, buf, sh->Vp[op], d * S * sh->rs);
+        if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.Vp", buf, d * S * sh->rs);
+        if (st == BN_OK) st = be->ops->download(be, buf, sh->vgp[op], S * sh->rs);
+        if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.vgp", buf, S * sh->rs);
     }
     free(buf);
     return st;
@@ -1275,14 +1345,16 @@ bn_status bn_sharp_ckpt_load(bn_sharp *sh, bn_ckpt *c)
                        "reals; this run has %lld, %lld, %lld",
                        bn_ckpt_path(c), (long long)dims[0], (long long)dims[1], (long long)dims[2], (long long)d,
                        (long long)S, (long long)sh->rs);
-    int64_t vinit[BN_SOP_COUNT];
+    int64_t vinit[BN_SOP_COUNT], pinit[BN_SOP_COUNT];
     BN_TRY(bn_ckpt_get(c, "sharp.eng.vinit", vinit, sizeof vinit));
+    BN_TRY(bn_ckpt_get(c, "sharp.eng.pinit", pinit, sizeof pinit));
     void *buf = malloc(d * S * sh->rs + 1);
     if (!buf) return bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness checkpoint buffer");
     bn_status st = BN_OK;
     for (int op = 0; op < BN_SOP_COUNT && st == BN_OK; op++) {
         st = bn_ckpt_get(c, "sharp.eng.sigma", sh->sigma[op], S * sizeof(double));
-        sh->vinit[op] = 0;
+        if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.gap", sh->gap[op], S * sizeof(double));
+        sh->vinit[op] = sh->pinit[op] = sh->fresh[op] = 0;
         if (st != BN_OK || !vinit[op]) continue;
         st = ensure_vec(sh, op);
         if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.V", buf, d * S * sh->rs);
@@ -1290,6 +1362,14 @@ bn_status bn_sharp_ckpt_load(bn_sharp *sh, bn_ckpt *c)
         if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.vg", buf, S * sh->rs);
         if (st == BN_OK) st = be->ops->upload(be, sh->vg[op], buf, S * sh->rs);
         if (st == BN_OK) sh->vinit[op] = 1;
+        if (st != BN_OK || !pinit[op]) continue;
+        if (!sh->Vp[op]) st = dalloc(sh, d * S, &sh->Vp[op]);
+        if (st == BN_OK && !sh->vgp[op]) st = dalloc(sh, S, &sh->vgp[op]);
+        if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.Vp", buf, d * S * sh->rs);
+        if (st == BN_OK) st = be->ops->upload(be, sh->Vp[op], buf, d * S * sh->rs);
+        if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.vgp", buf, S * sh->rs);
+        if (st == BN_OK) st = be->ops->upload(be, sh->vgp[op], buf, S * sh->rs);
+        if (st == BN_OK) sh->pinit[op] = 1;
     }
     free(buf);
     return st;

@@ -421,11 +421,12 @@ Test(sharpness, sym3_top_matches_lapack)
 
 /* bn_lobpcg_ritz against LAPACK: the Ritz values of a symmetric A on span(B),
  * B = (x, r, p) in R^12, from an orthonormal basis of B (QR) and dsyevd of
- * QᵀAQ; and its coefficients c give a vector Bc whose Rayleigh quotient is
+ * QᵀAQ (the top and, for the gap rule, the second); and its coefficients c
+ * give a vector Bc whose Rayleigh quotient is
  * the top Ritz value and whose residual is ⊥ span(B).  Then a p nearly in
  * span{x, r} (relative part 1e-7, squared 1e-14 < tau = 1e-10): it is
  * dropped and the answer is the two-vector one. */
-static void ritz_reference(const double *A, const double *B, int64_t m, int b, double *top)
+static void ritz_reference(const double *A, const double *B, int64_t m, int b, double *top, double *second)
 {
     /* B: m×3 row-major; its first b columns */
     double *Bb = malloc((size_t)(m * b) * sizeof(double)), *Q = malloc((size_t)(m * b) * sizeof(double)), T[9], ev[3];
@@ -442,6 +443,7 @@ static void ritz_reference(const double *A, const double *B, int64_t m, int b, d
         }
     cr_assert_eq(bn_la_sym_eigen(T, b, ev, NULL), BN_OK);
     *top = ev[b - 1];
+    *second = ev[b - 2];
     free(Q);
 }
 
@@ -480,11 +482,15 @@ Test(sharpness, lobpcg_ritz_matches_lapack)
         bn_rng_normal(600 + (uint64_t)trial, BN_STREAM_DATA_X, 0, M * 3, B);
         for (int a = 0; a < M; a++) B[a * 3 + 2] *= 1e-3 * (trial + 1); /* p much shorter than x, r */
         ritz_gram(A, B, M, g);
-        double th, c[3], rt;
-        int used = bn_lobpcg_ritz(g, 1, 1e-10, &th, c);
+        double th, th2, c[3], rt, rt2;
+        int used = bn_lobpcg_ritz(g, 1, 1e-10, &th, &th2, c);
         cr_assert_eq(used, 3, "trial %d: basis of %d vectors, expected 3", trial, used);
-        ritz_reference(A, B, M, 3, &rt);
+        ritz_reference(A, B, M, 3, &rt, &rt2);
         cr_expect_leq(fabs(th - rt), 1e-12 * anorm, "trial %d: top Ritz value %.17g vs LAPACK %.17g", trial, th, rt);
+        /* from the trace and the minors: cancellation of order ε·‖C‖²/(λ₂ - λ₃)
+         * at worst, still far below what a gap estimate needs */
+        cr_expect_leq(fabs(th2 - rt2), 1e-9 * anorm, "trial %d: second Ritz value %.17g vs LAPACK %.17g", trial, th2,
+                      rt2);
         double v[M], Av[M], vv = 0, vAv = 0;
         for (int a = 0; a < M; a++) v[a] = B[a * 3] * c[0] + B[a * 3 + 1] * c[1] + B[a * 3 + 2] * c[2];
         for (int a = 0; a < M; a++) {
@@ -510,18 +516,128 @@ Test(sharpness, lobpcg_ritz_matches_lapack)
             Bd[a * 3 + 2] = 0.5 * B[a * 3] - 2 * B[a * 3 + 1] + 1e-7 * n3[a];
         }
         ritz_gram(A, Bd, M, g);
-        used = bn_lobpcg_ritz(g, 1, 1e-10, &th, c);
+        used = bn_lobpcg_ritz(g, 1, 1e-10, &th, &th2, c);
         cr_expect_eq(used, 2, "trial %d: a nearly dependent p was kept (%d vectors)", trial, used);
         cr_expect_eq(c[2], 0, "trial %d: dropped p has coefficient %g", trial, c[2]);
-        ritz_reference(A, Bd, M, 2, &rt);
+        ritz_reference(A, Bd, M, 2, &rt, &rt2);
         cr_expect_leq(fabs(th - rt), 1e-12 * anorm, "trial %d: two-vector Ritz value %.17g vs %.17g", trial, th, rt);
+        cr_expect_leq(fabs(th2 - rt2), 1e-9 * anorm, "trial %d: two-vector second value %.17g vs %.17g", trial, th2,
+                      rt2);
         /* without p (the first iteration) */
         ritz_gram(A, B, M, g);
-        used = bn_lobpcg_ritz(g, 0, 1e-10, &th, c);
+        used = bn_lobpcg_ritz(g, 0, 1e-10, &th, &th2, c);
         cr_expect_eq(used, 2);
-        ritz_reference(A, B, M, 2, &rt);
+        ritz_reference(A, B, M, 2, &rt, &rt2);
         cr_expect_leq(fabs(th - rt), 1e-12 * anorm, "trial %d: use_p = 0: %.17g vs %.17g", trial, th, rt);
+        cr_expect_leq(fabs(th2 - rt2), 1e-9 * anorm, "trial %d: use_p = 0, second: %.17g vs %.17g", trial, th2, rt2);
     }
+}
+
+/* LOBPCG's PREDICT stage (bn_lobpcg_column) against the formula written out:
+ * x ← 2v/‖v‖ - sign(vᵀx)·x/‖x‖ (vectors of d+1 entries, γ last) when the two
+ * are within BN_LOB_PREDICT_COS of each other, v/‖v‖ when further apart, v
+ * itself when x is zero; in both precisions (fp32 to 1e-6, fp64 to 1e-14). */
+#define PREDICT_CASE(REALT, SFX, TOLP)                                                                            \
+    do {                                                                                                        \
+        enum { D = 9 };                                                                                         \
+        double base[D + 1], pert[D + 1];                                                                        \
+        bn_rng_normal(900, BN_STREAM_DATA_X, 0, D + 1, base);                                                   \
+        bn_rng_normal(901, BN_STREAM_DATA_X, 0, D + 1, pert);                                                   \
+        /* x = ±(v + eps·pert), scaled: cos near ±1 for eps = 0.05, far for eps = 3; zero x last */            \
+        const double eps[4] = {0.05, 0.05, 3.0, 0.0}, sgn[4] = {1, -1, 1, 0}, sx[4] = {0.5, 2.0, 1.0, 0};      \
+        for (int cs = 0; cs < 4; cs++) {                                                                        \
+            REALT v[D + 1], x[D + 1], w[D], L[4 * (D + 1)], ctl[BN_SC_COUNT];                                   \
+            double lc[BN_LC_COUNT], vv = 0, xx = 0, vx = 0, want[D + 1];                                        \
+            for (int i = 0; i <= D; i++) {                                                                      \
+                v[i] = (REALT)(3 * base[i]);                                                                    \
+                x[i] = (REALT)(sgn[cs] * sx[cs] * (base[i] + eps[cs] * pert[i]));                               \
+            }                                                                                                   \
+            for (int i = 0; i <= D; i++) {                                                                      \
+                vv += (double)v[i] * v[i];                                                                      \
+                xx += (double)x[i] * x[i];                                                                      \
+                vx += (double)v[i] * x[i];                                                                      \
+            }                                                                                                   \
+            double c = xx > 0 ? vx / sqrt(vv * xx) : 0;                                                         \
+            for (int i = 0; i <= D; i++) {                                                                      \
+                if (xx == 0) want[i] = v[i];                                                                    \
+                else if (fabs(c) < BN_LOB_PREDICT_COS) want[i] = v[i] / sqrt(vv);                               \
+                else want[i] = 2 * v[i] / sqrt(vv) - (c > 0 ? 1 : -1) * x[i] / sqrt(xx);                        \
+            }                                                                                                   \
+            for (int i = 0; i < D; i++) w[i] = 1;                                                               \
+            for (int i = 0; i < BN_SC_COUNT; i++) ctl[i] = 0;                                                   \
+            ctl[BN_SC_ACTIVE] = 1;                                                                              \
+            BN_SFX_T(bn_lobpcg_column, SFX)(BN_LOB_PREDICT, D, v, v + D, x, x + D, w, 0, L, lc, ctl, 1, 1e-6, 0); \
+            double err = 0, nw = 0;                                                                             \
+            for (int i = 0; i <= D; i++) {                                                                      \
+                err = fmax(err, fabs(x[i] - want[i]));                                                          \
+                nw = fmax(nw, fabs(want[i]));                                                                   \
+            }                                                                                                   \
+            cr_expect_leq(err, TOLP * nw, #SFX " case %d (cos %.3f): max error %.3g", cs, c, err);             \
+            cr_expect(cs != 2 || fabs(c) < BN_LOB_PREDICT_COS, "case 2 should be beyond the cosine guard");     \
+            cr_expect(cs >= 2 || fabs(c) >= BN_LOB_PREDICT_COS, "case %d should extrapolate", cs);              \
+        }                                                                                                       \
+    } while (0)
+#define BN_SFX_T(name, sfx) name##_##sfx
+
+Test(sharpness, lobpcg_predict_extrapolates)
+{
+    PREDICT_CASE(double, f64, 1e-14);
+    PREDICT_CASE(float, f32, 1e-6);
+}
+
+/* The gap rule: repeated calls on the same state start from the last call's
+ * Ritz vector (extrapolated from two nearly equal vectors), whose residual is
+ * soon tiny against the gap, so every column stops after its one START product,
+ * still within the tolerance of LAPACK's λ_max (and never above it).  The
+ * engine's checkpoint carries the gaps and the history: a fresh engine loaded
+ * from it does the same, bitwise. */
+Test(sharpness, lobpcg_gap_rule_stops_a_converged_start)
+{
+    ts_problem p;
+    ts_problem_make(&p, 40, 30, 1, 321);
+    enum { S = 4 };
+    double *W = malloc(sizeof(double) * S * 30), gam[S], lam[S], lam2[S], sh[S], ev[31];
+    int64_t it[S], cv[S];
+    make_states(&p, S, W, gam, 17);
+    const char *path = "/tmp/bnspike_test_gap_rule.bin";
+    for (int op = 0; op < BN_SOP_COUNT; op++) {
+        fx f, g;
+        fx_open(&f, BN_FP64, p.xc, p.y, 40, 30, 1, S, W, gam, NULL, NULL, 1e-6, 1000, 0, 5);
+        fx_open(&g, BN_FP64, p.xc, p.y, 40, 30, 1, S, W, gam, NULL, NULL, 1e-6, 1000, 0, 5);
+        cr_assert(bn_sharp_uses_lobpcg(f.sh));
+        /* The history: a column whose last call still took a STEP extrapolates
+         * that step's change, which in a fixed state is no motion but the
+         * previous vector's error (here one column of op 1 for two calls). */
+        for (int k = 0; k < 4; k++) cr_assert_eq(bn_sharp_power(f.sh, op, lam, sh, it, cv), BN_OK);
+        bn_ckpt *ck = NULL;
+        cr_assert_eq(bn_ckpt_create("t\n", 2, &ck), BN_OK);
+        cr_assert_eq(bn_sharp_ckpt_save(f.sh, ck), BN_OK, "%s", bn_last_error());
+        cr_assert_eq(bn_ckpt_write(ck, path), BN_OK, "%s", bn_last_error());
+        bn_ckpt_free(ck);
+        cr_assert_eq(bn_ckpt_open(path, "t\n", 2, &ck), BN_OK, "%s", bn_last_error());
+        cr_assert_eq(bn_sharp_ckpt_load(g.sh, ck), BN_OK, "%s", bn_last_error());
+        bn_ckpt_free(ck);
+        cr_assert_eq(bn_sharp_power(f.sh, op, lam, sh, it, cv), BN_OK);
+        int64_t it2[S], cv2[S];
+        cr_assert_eq(bn_sharp_power(g.sh, op, lam2, sh, it2, cv2), BN_OK);
+        for (int64_t j = 0; j < S; j++) {
+            dense_eigs(&f, j, op, 0.9, 0.05, ev);
+            cr_expect_eq(cv[j], 1);
+            cr_expect_eq(it[j], 1, "op %d col %lld: %lld products from a converged start", op, (long long)j,
+                         (long long)it[j]);
+            cr_expect_leq(lam[j], ev[0] * (1 + 1e-12), "estimate above λ_max");
+            cr_expect_leq((ev[0] - lam[j]) / ev[0], 1e-6, "op %d col %lld: %.12g vs %.12g", op, (long long)j, lam[j],
+                          ev[0]);
+            cr_expect_eq(memcmp(&lam[j], &lam2[j], sizeof(double)), 0, "op %d col %lld: after the checkpoint %.17g vs %.17g",
+                         op, (long long)j, lam2[j], lam[j]);
+            cr_expect_eq(it2[j], it[j]);
+        }
+        fx_close(&f);
+        fx_close(&g);
+    }
+    remove(path);
+    free(W);
+    ts_problem_free(&p);
 }
 
 /* Default tolerance (1e-6): the estimate is a lower bound of λ_max and close. */
@@ -1158,16 +1274,21 @@ static void ck_compare(const bn_sharp_log *a, const bn_sharp_log *b, const char 
  * full (n > d); with and without eigs; the exact method). */
 Test(sharpness, checkpoint_resume_is_bitwise)
 {
-    struct { int64_t n, d; bn_precision prec; int64_t eigs; int method; } cases[] = {
-        {24, 40, BN_FP64, 0, BN_SHARPNESS_POWER}, {24, 40, BN_FP32, 3, BN_SHARPNESS_POWER},
-        {40, 24, BN_FP64, 2, BN_SHARPNESS_POWER}, {20, 16, BN_FP64, 2, BN_SHARPNESS_EXACT}};
+    /* The square loss runs the structured products; the logistic one LOBPCG,
+     * whose history between records (the vector before the last and the
+     * gaps, issue 7) must come back as well. */
+    struct { int64_t n, d; bn_precision prec; int64_t eigs; int method; int logistic; } cases[] = {
+        {24, 40, BN_FP64, 0, BN_SHARPNESS_POWER, 0}, {24, 40, BN_FP32, 3, BN_SHARPNESS_POWER, 0},
+        {40, 24, BN_FP64, 2, BN_SHARPNESS_POWER, 0}, {20, 16, BN_FP64, 2, BN_SHARPNESS_EXACT, 0},
+        {24, 40, BN_FP64, 0, BN_SHARPNESS_POWER, 1}, {40, 24, BN_FP32, 0, BN_SHARPNESS_POWER, 1}};
     const char *path = "/tmp/bnspike_test_sharp_ckpt.bin";
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         ts_problem p;
-        ts_problem_make(&p, cases[ci].n, cases[ci].d, 0, 200 + ci);
+        ts_problem_make(&p, cases[ci].n, cases[ci].d, cases[ci].logistic, 200 + ci);
         int64_t S = 4, d = p.d;
         bn_run_config c;
         bn_run_config_default(&c);
+        c.loss = cases[ci].logistic ? BN_LOSS_LOGISTIC : BN_LOSS_SQUARE;
         c.seeds = S;
         c.steps = 40;
         c.precision = cases[ci].prec;
@@ -1185,10 +1306,10 @@ Test(sharpness, checkpoint_resume_is_bitwise)
             }
         ck_fx a, b;
         ck_open(&a, &c, &p, w0);
-        char what[96];
-        snprintf(what, sizeof what, "n=%lld d=%lld %s eigs=%lld method %d (engine dim %lld)", (long long)p.n,
-                 (long long)d, bn_precision_name(c.precision), (long long)c.eigs, c.sharpness_method,
-                 (long long)bn_sharp_log_engine_dim(a.lg));
+        char what[128];
+        snprintf(what, sizeof what, "n=%lld d=%lld %s %s eigs=%lld method %d (engine dim %lld)", (long long)p.n,
+                 (long long)d, bn_precision_name(c.precision), cases[ci].logistic ? "logistic" : "square",
+                 (long long)c.eigs, c.sharpness_method, (long long)bn_sharp_log_engine_dim(a.lg));
         if (p.n < d && c.sharpness_method == BN_SHARPNESS_POWER)
             cr_expect_lt(bn_sharp_log_engine_dim(a.lg), d, "%s: no reduced basis", what);
         for (int64_t t = 0; t <= 10; t += 10) {

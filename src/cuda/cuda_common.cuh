@@ -116,9 +116,9 @@ template <> struct bn_hm<double> {
         return bn_lobpcg_combine_entry_f64(c, r, ar, x, ax, p, ap);
     }
     __host__ __device__ static double lob_plan(const double *gr, int project, int use_p, double tau, double *c,
-                                               double *f)
+                                               double *f, double *th2)
     {
-        return bn_lobpcg_plan_f64(gr, project, use_p, tau, c, f);
+        return bn_lobpcg_plan_f64(gr, project, use_p, tau, c, f, th2);
     }
     __host__ __device__ static double sqrt_(double x) { return sqrt(x); }
 };
@@ -139,9 +139,9 @@ template <> struct bn_hm<float> {
         return bn_lobpcg_combine_entry_f32(c, r, ar, x, ax, p, ap);
     }
     __host__ __device__ static double lob_plan(const float *gr, int project, int use_p, double tau, float *c,
-                                               float *f)
+                                               float *f, double *th2)
     {
-        return bn_lobpcg_plan_f32(gr, project, use_p, tau, c, f);
+        return bn_lobpcg_plan_f32(gr, project, use_p, tau, c, f, th2);
     }
     __host__ __device__ static float sqrt_(float x) { return sqrtf(x); }
 };

@@ -219,6 +219,24 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     T *lx = L + col * 4 * e, *lax = lx + e, *lp = lx + 2 * e, *lap = lx + 3 * e;
     double *lcc = lc + col;
     const T vg0 = vg[col], xg0 = xg[col];
+    if (stage == BN_LOB_PREDICT) {
+        T g3[3] = {0, 0, 0}; /* vᵀv, xᵀx, vᵀx (w-parts) */
+        for (int64_t i = lane; i < d; i += TPC) {
+            const T vi = v[i], xi = x[i];
+            g3[0] += vi * vi;
+            g3[1] += xi * xi;
+            g3[2] += vi * xi;
+        }
+        group_sum<TPC>(g3);
+        double a, b;
+        bn_lobpcg_predict((double)(g3[0] + vg0 * vg0), (double)(g3[1] + xg0 * xg0), (double)(g3[2] + vg0 * xg0), &a,
+                          &b);
+        const T ra = (T)a, rb = (T)b;
+        for (int64_t i = lane; i < d; i += TPC) x[i] = ra * v[i] + rb * x[i];
+        group_barrier<TPC>(); /* every lane's read of xg[col] before lane 0's write */
+        if (lane == 0) xg[col] = ra * vg0 + rb * xg0;
+        return;
+    }
     if (stage == BN_LOB_START) {
         if (project) group_project<T, TPC>(d, lane, w, x);
         T s2[2] = {0, 0}; /* xᵀx, xᵀAx (w-parts) */
@@ -283,14 +301,22 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
 #pragma unroll
         for (int f = 0; f < BN_LG_COUNT; f++) s[f] += tail[f];
         T c[BN_LG_NIN], f;
-        const double th = bn_hm<T>::lob_plan(s, project, use_p, tau, c, &f);
+        double th2;
+        const double th = bn_hm<T>::lob_plan(s, project, use_p, tau, c, &f, &th2);
         group_barrier<TPC>(); /* every lane's reads above before lane 0's writes below */
-        for (int64_t i = lane; i < d; i += TPC)
-            v[i] = bn_hm<T>::lob_combine(c, v[i], x[i] - f * w[i], &lx[i], &lax[i], &lp[i], &lap[i]);
+        T rr[1] = {0};
+        for (int64_t i = lane; i < d; i += TPC) {
+            const T ri = bn_hm<T>::lob_combine(c, v[i], x[i] - f * w[i], &lx[i], &lax[i], &lp[i], &lap[i]);
+            v[i] = ri;
+            rr[0] += ri * ri;
+        }
+        group_sum<TPC>(rr);
         if (lane == 0) {
-            vg[col] = bn_hm<T>::lob_combine(c, vg0, xg0, &lx[d], &lax[d], &lp[d], &lap[d]);
+            const T rg = bn_hm<T>::lob_combine(c, vg0, xg0, &lx[d], &lax[d], &lp[d], &lap[d]);
+            vg[col] = rg;
             ctl[BN_SC_MU * S + col] = c[BN_LG_MU];
-            if (bn_lobpcg_check_step(lcc, S, th, tol)) ctl[BN_SC_ACTIVE * S + col] = 0;
+            if (bn_lobpcg_check_step(lcc, S, th, th2, (double)(rr[0] + rg * rg), tol))
+                ctl[BN_SC_ACTIVE * S + col] = 0;
         }
     }
 }
@@ -481,7 +507,7 @@ bn_status bn_cuda_lobpcg_update(bn_backend *be, int stage, int64_t d, int64_t S,
                                 double tau)
 {
     BN_TRY(check_dims("lobpcg_update", d, S));
-    if (stage < BN_LOB_START || stage > BN_LOB_STEP)
+    if (stage < BN_LOB_START || stage > BN_LOB_PREDICT)
         return bn_fail(BN_ERR_ARG, "CUDA lobpcg_update: stage %d", stage);
     if (S == 0) return BN_OK;
     cudaStream_t stream;
