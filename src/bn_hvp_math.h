@@ -159,6 +159,11 @@ BN_HD static inline int bn_power_ceiling(bn_power_state *c, double mu, double si
  *          x ← cx x + cr r + cp p, p ← pr r + pp p, A· alike (the
  *          coefficients make both unit vectors), r ← Ax - μx into v; the
  *          stopping rule on the Ritz value.
+ *   SHARED  (before START, for the sphere operator Π A Π started from A's
+ *          vector of this record, L still holding A's final x, Ax): the
+ *          Rayleigh quotient of Πx without a product, by
+ *          bn_lobpcg_shared_value; a column whose value reaches the ceiling
+ *          (A's λ_max) stops there with no product at all;
  *   PREDICT (before START, between records) v = x of the last record,
  *          X = x of the one before: X ← bn_lobpcg_predict's extrapolation
  *          of the two (the host then swaps the buffers).
@@ -177,7 +182,7 @@ BN_HD static inline int bn_power_ceiling(bn_power_state *c, double mu, double si
  * the sphere operator every vector stays in range(Π): START projects Ax, STEP
  * uses ΠAr = Ar - ŵ·WA/WW; the Gram entries need no projection, since x, r, p
  * are ⊥ ŵ. */
-enum { BN_LOB_START = 0, BN_LOB_STEP, BN_LOB_PREDICT };
+enum { BN_LOB_START = 0, BN_LOB_STEP, BN_LOB_PREDICT, BN_LOB_SHARED };
 /* The gap rule's safety factor (above), and the least cosine between the
  * last two records' vectors for PREDICT to extrapolate (below it the last
  * vector alone: a jump, as at a spike, predicts nothing). */
@@ -500,6 +505,33 @@ BN_HD BN_COLUMN_INLINE static inline int bn_lobpcg_check_step(double *lc, int64_
     lc[BN_LC_USEP * S] = 1;
     if (th - th2 > 0 && isfinite(th - th2)) lc[BN_LC_GAP * S] = th - th2;
     return bn_lobpcg_check(lc, S, th, 1, rr, tol);
+}
+
+/* SHARED's value: the Rayleigh quotient of Πx, Π = I - ŵŵᵀ (ŵ = (w, 0)/‖w‖),
+ * under Π A Π from the sums xx = xᵀx, xa = xᵀAx (w-parts and γ), ww = wᵀw,
+ * wx = wᵀx, wa = wᵀ(Ax) (w-parts): with c = wx/ww,
+ *   (Πx)ᵀA(Πx) = xa - 2c·wa + c²·(w,0)ᵀA(w,0),  ‖Πx‖² = xx - c·wx,
+ * and (w,0)ᵀA(w,0) = 0 exactly: scale invariance gives H(w,0) = (-∇_w L, 0)
+ * (A = H; P^½HP^½ scales it by η_w) and wᵀ∇_w L = 0 (MODEL.md).  NaN when Πx
+ * vanishes or a sum is not finite. */
+BN_HD BN_COLUMN_INLINE static inline double bn_lobpcg_shared_value(double xx, double xa, double ww, double wx,
+                                                                  double wa)
+{
+    if (!(ww > 0) || !isfinite(xx + xa + ww + wx + wa)) return NAN;
+    double c = wx / ww, nn = xx - c * wx;
+    return nn > 0 ? (xa - 2 * c * wa) / nn : NAN;
+}
+
+/* SHARED's rule: a column whose value mu reaches its ceiling (as in
+ * bn_lobpcg_check) stops converged, with no product counted; any other is
+ * left as it was for START.  Returns 1 when it stops. */
+BN_HD BN_COLUMN_INLINE static inline int bn_lobpcg_check_shared(double *lc, int64_t S, double mu, double tol)
+{
+    double ceil = lc[BN_LC_CEIL * S];
+    if (!isfinite(mu) || !isfinite(ceil) || !(mu >= ceil - 0.5 * tol * fabs(ceil))) return 0;
+    lc[BN_LC_THETA * S] = lc[BN_LC_BEST * S] = lc[BN_LC_LAM * S] = mu;
+    lc[BN_LC_CONV * S] = 1;
+    return 1;
 }
 
 /* PREDICT's combination X ← a·v + b·x from the Gram entries of the last

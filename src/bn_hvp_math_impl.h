@@ -271,7 +271,8 @@ BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_lobpcg_combine_entry)(const 
 /* One stage of LOBPCG for one column (bn_hvp_math.h: BN_LOB_*): L the
  * column's 4(d+1) reals, v/vg the vector last multiplied, x/xg its product
  * (START projects it in place with Π when project; PREDICT: v/vg and x/xg
- * the last two records' vectors, x ← the prediction), lc: BN_LC_COUNT fields
+ * the last two records' vectors, x ← the prediction; SHARED reads L and w
+ * only), lc: BN_LC_COUNT fields
  * (float64) and ctl: BN_SC_COUNT fields, both of stride S; tol the stopping
  * rule's, tau bn_lobpcg_ritz's.  A column that stops clears ctl[ACTIVE]. */
 BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, int64_t d, REAL *BN_RESTRICT v,
@@ -284,6 +285,22 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, in
     const int64_t e = d + 1;
     REAL *BN_RESTRICT lx = L, *BN_RESTRICT lax = L + e, *BN_RESTRICT lp = L + 2 * e, *BN_RESTRICT lap = L + 3 * e;
     int stop;
+    if (stage == BN_LOB_SHARED) {
+        REAL g8[5][BN_LANES] = {{0}};
+        BN_LANE_LOOP(d, {
+            g8[0][k] += lx[i] * lx[i];
+            g8[1][k] += lx[i] * lax[i];
+            g8[2][k] += w[i] * w[i];
+            g8[3][k] += w[i] * lx[i];
+            g8[4][k] += w[i] * lax[i];
+        });
+        double mu = bn_lobpcg_shared_value((double)(BN_SFX(bn_lane_total)(g8[0]) + lx[d] * lx[d]),
+                                           (double)(BN_SFX(bn_lane_total)(g8[1]) + lx[d] * lax[d]),
+                                           (double)BN_SFX(bn_lane_total)(g8[2]), (double)BN_SFX(bn_lane_total)(g8[3]),
+                                           (double)BN_SFX(bn_lane_total)(g8[4]));
+        if (bn_lobpcg_check_shared(lc, S, mu, tol)) ctl[BN_SC_ACTIVE * S] = 0;
+        return;
+    }
     if (stage == BN_LOB_PREDICT) {
         REAL g8[3][BN_LANES] = {{0}};
         BN_LANE_LOOP(d, {

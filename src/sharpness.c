@@ -47,6 +47,10 @@ struct bn_sharp {
     void *Vp[BN_SOP_COUNT], *vgp[BN_SOP_COUNT];
     int pinit[BN_SOP_COUNT], fresh[BN_SOP_COUNT];
     double *gap[BN_SOP_COUNT];
+    /* fresh_src: the operator warm_from copied V[op] from; l_owner: the
+     * operator whose final (x, Ax) sh->L holds (-1: none), for SHARED. */
+    int fresh_src[BN_SOP_COUNT];
+    int l_owner;
     /* host */
     double *hctl;       /* BN_SC_COUNT×S */
     void *stage;        /* conversion staging, max(d, BN_SC_COUNT)·S reals */
@@ -136,6 +140,7 @@ bn_status bn_sharp_create(bn_backend *be, const bn_sharp_setup *su, bn_sharp **o
                        (long long)su->maxiter, su->tol);
     bn_sharp *sh = calloc(1, sizeof *sh);
     if (!sh) return bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness engine");
+    sh->l_owner = -1;
     sh->be = be;
     sh->su = *su;
     sh->rs = bn_real_size(be->precision);
@@ -255,6 +260,7 @@ bn_status bn_sharp_set_state(bn_sharp *sh, const void *W, const void *gamma)
     sh->gamma = gamma;
     sh->hvp_ready = 0;
     sh->sqcoef_ready = 0;
+    sh->l_owner = -1; /* L's (x, Ax) belong to the old state */
     return BN_OK;
 }
 
@@ -392,6 +398,7 @@ bn_status bn_sharp_power_warm_from(bn_sharp *sh, int dst, int src)
                                    su->seed, 0, sh->ctl, NULL));
     sh->vinit[dst] = 1;
     sh->fresh[dst] = 1;
+    sh->fresh_src[dst] = src;
     return BN_OK;
 }
 
@@ -685,6 +692,12 @@ static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *
      * P^½HP^½) may lie near a lower one of op with a small residual: on the
      * paper case the rule then cost the sphere up to 1.7e-6 of accuracy. */
     const int own = !sh->fresh[op];
+    /* SHARED: op = Π A Π started from A's vector of this record, and sh->L
+     * still holds A's final x and Ax, so Πx's value needs no product; with
+     * a ceiling (A's λ_max) it may end the column (sharpness.h). */
+    const int shared = !own && ceil && (op & BN_SOP_PROJECT) && sh->fresh_src[op] == (op & ~BN_SOP_PROJECT) &&
+                       sh->l_owner == sh->fresh_src[op];
+    sh->l_owner = -1;
     for (int64_t j = 0; j < S; j++) {
         map[j] = j;
         shift[j] = 0;
@@ -703,13 +716,28 @@ static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *
     /* power_start leaves ctl[ACTIVE] = 1 for every column. */
     if (st == BN_OK) st = power_start(sh, op, 0);
     if (st == BN_OK) st = lob_control_up(sh, map, m, hl, tmp);
-    if (st == BN_OK) st = pw_set_product(sh, op, &cur, m);
-    if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_START, &cur, m, tau);
-    it = 1;
     double *act = sh->hctl; /* ctl[ACTIVE] of the working batch */
-    while (st == BN_OK) {
+    int64_t cnt = m;
+    if (st == BN_OK && shared) {
+        st = lob_stage(sh, op, BN_LOB_SHARED, &cur, m, tau);
+        if (st == BN_OK) st = down(sh, act, at(sh, cur.ctl, (size_t)BN_SC_ACTIVE * (size_t)m), (size_t)m);
+        cnt = 0;
+        for (int64_t k = 0; st == BN_OK && k < m; k++)
+            if (act[k] != 0) keep[cnt++] = k;
+        if (st == BN_OK && cnt > 0 && can_compact && cnt <= m - (m / 8 > 1 ? m / 8 : 1)) {
+            st = lob_control_down(sh, map, m, hl, tmp);
+            if (st == BN_OK) st = compact_batch(sh, op, 1, &cur, &cur_id, map, &m, keep, cnt);
+            if (st == BN_OK) st = lob_control_up(sh, map, m, hl, tmp);
+        }
+    }
+    if (st == BN_OK && cnt > 0) {
+        st = pw_set_product(sh, op, &cur, m);
+        if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_START, &cur, m, tau);
+        it = 1;
+    }
+    while (st == BN_OK && cnt > 0) {
         if ((st = down(sh, act, at(sh, cur.ctl, (size_t)BN_SC_ACTIVE * (size_t)m), (size_t)m)) != BN_OK) break;
-        int64_t cnt = 0;
+        cnt = 0;
         for (int64_t k = 0; k < m; k++)
             if (act[k] != 0) keep[cnt++] = k;
         /* (all columns share maxiter: capped ⇒ every active one is) */
@@ -727,6 +755,7 @@ static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *
     if (st == BN_OK && cur_id >= 0) st = lob_send_home(sh, &cur, map, m);
     /* The warm starts of the next record. */
     if (st == BN_OK) st = lob_x_home(sh, op);
+    if (st == BN_OK) sh->l_owner = op;
     for (int64_t j = 0; j < S; j++) {
         conv[j] = hl[BN_LC_CONV * S + j] != 0;
         iters[j] = (int64_t)hl[BN_LC_IT * S + j];

@@ -180,7 +180,11 @@ bn_status bn_sharp_power(bn_sharp *sh, int op, double *lam, double *shift, int64
  * eigenvector is nearly ⊥ ŵ (calm descent: Hŵ = -(∇_w L, 0)/‖w‖ is small),
  * the first product from A's vector, projected, reaches it (issue 7: sphere
  * products per trajectory and record on the paper case, logistic 3.21 →
- * 2.04; square, structured, evaluations 2.04 → 1.24).  Both paths:
+ * 2.04; square, structured, evaluations 2.04 → 1.24).  On LOBPCG's path,
+ * right after A's own call (bn_sharp_power_warm_from), that first value
+ * needs no product: Πx's Rayleigh quotient follows from A's final x and Ax
+ * (bn_lobpcg_shared_value), and a column it stops reports 0 products
+ * (logistic paper case: sphere 1.51 → 0.91 products).  Both paths:
  * the square loss's columns (power_square) take it through io[BN_SQ_CEIL]
  * and skip the certificate's count when it stops them. */
 bn_status bn_sharp_power_bounded(bn_sharp *sh, int op, const double *ceil, double *lam, double *shift,

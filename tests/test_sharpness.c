@@ -640,6 +640,70 @@ Test(sharpness, lobpcg_gap_rule_stops_a_converged_start)
     ts_problem_free(&p);
 }
 
+/* SHARED's value (bn_lobpcg_shared_value) against the sphere operator built
+ * densely: for random x, the Rayleigh quotient of Πx under Π A Π with the
+ * full projector Π = I - (ŵ,0)(ŵ,0)ᵀ, A = H or P^½HP^½ from the dense
+ * Hessian, square and logistic.  The formula drops (w,0)ᵀA(w,0), which is 0
+ * for a Hessian of this model only (scale invariance): agreement to 1e-10
+ * of ‖A‖ checks that identity too. */
+Test(sharpness, lobpcg_shared_value_matches_dense)
+{
+    for (int logistic = 0; logistic <= 1; logistic++) {
+        ts_problem p;
+        enum { n = 40, d = 30, D = 31 };
+        ts_problem_make(&p, n, d, logistic, 77 + (uint64_t)logistic);
+        double ew = 0.7, eg = 0.2;
+        fx f;
+        fx_open(&f, BN_FP64, p.xc, p.y, n, d, logistic, 1, p.w, &p.gamma, &ew, &eg, 1e-6, 100, 0, 2);
+        double *H = dense_of(&f, 0), A[D * D], x[D], Ax[D], px[D], Apx[D];
+        for (int weighted = 0; weighted <= 1; weighted++) {
+            double anorm = 0, wn = 0;
+            for (int a = 0; a < D; a++)
+                for (int b = 0; b < D; b++) {
+                    double sa = weighted ? sqrt(a < d ? ew : eg) : 1, sb = weighted ? sqrt(b < d ? ew : eg) : 1;
+                    A[a * D + b] = 0.5 * (H[a * D + b] + H[b * D + a]) * sa * sb;
+                    anorm = fmax(anorm, fabs(A[a * D + b]));
+                }
+            for (int k = 0; k < d; k++) wn += p.w[k] * p.w[k];
+            for (int trial = 0; trial < 5; trial++) {
+                bn_rng_normal(40 + (uint64_t)trial, BN_STREAM_DATA_X, 0, D, x);
+                double xx = 0, xa = 0, ww = wn, wx = 0, wa = 0, c = 0;
+                for (int a = 0; a < D; a++) {
+                    Ax[a] = 0;
+                    for (int b = 0; b < D; b++) Ax[a] += A[a * D + b] * x[b];
+                }
+                for (int a = 0; a < D; a++) {
+                    xx += x[a] * x[a];
+                    xa += x[a] * Ax[a];
+                }
+                for (int k = 0; k < d; k++) {
+                    wx += p.w[k] * x[k];
+                    wa += p.w[k] * Ax[k];
+                }
+                double mu = bn_lobpcg_shared_value(xx, xa, ww, wx, wa);
+                c = wx / wn;
+                for (int a = 0; a < D; a++) px[a] = x[a] - (a < d ? c * p.w[a] : 0);
+                double num = 0, den = 0;
+                for (int a = 0; a < D; a++) {
+                    Apx[a] = 0;
+                    for (int b = 0; b < D; b++) Apx[a] += A[a * D + b] * px[b];
+                }
+                for (int a = 0; a < D; a++) { /* Π A Π x: Πx is in range(Π) already */
+                    num += px[a] * Apx[a];
+                    den += px[a] * px[a];
+                }
+                cr_expect_leq(fabs(mu - num / den), 1e-10 * anorm, "logistic %d weighted %d trial %d: %.17g vs dense %.17g",
+                              logistic, weighted, trial, mu, num / den);
+            }
+        }
+        cr_expect(isnan(bn_lobpcg_shared_value(1, 1, 0, 0, 0)), "w = 0 gives no value");
+        cr_expect(isnan(bn_lobpcg_shared_value(1, 1, 1, 1, 1)), "x ∥ (w,0) gives no value");
+        free(H);
+        fx_close(&f);
+        ts_problem_free(&p);
+    }
+}
+
 /* Default tolerance (1e-6): the estimate is a lower bound of λ_max and close. */
 Test(sharpness, default_tolerance_accuracy)
 {
@@ -1127,17 +1191,18 @@ Test(sharpness, compaction_reports_unconverged_columns)
     ts_problem_free(&p);
 }
 
-static bn_sim *run_sim2(const bn_dataset *ds, bn_loss loss, int method, int64_t eigs, int64_t S, double tol)
+static bn_sim *run_sim_steps(const bn_dataset *ds, bn_loss loss, int method, int64_t eigs, int64_t S, double tol,
+                             int64_t steps, int64_t every)
 {
     bn_run_config c;
     bn_run_config_default(&c);
     c.loss = loss;
     c.backend = BN_BACKEND_CPU;
     c.threads = 1;
-    c.steps = 30;
-    c.every = 5;
+    c.steps = steps;
+    c.every = every;
     c.seeds = S;
-    c.sharpness_every = 5;
+    c.sharpness_every = every;
     c.sharpness_method = method;
     c.sharpness_tol = tol;
     c.sharpness_maxiter = 5000;
@@ -1146,6 +1211,43 @@ static bn_sim *run_sim2(const bn_dataset *ds, bn_loss loss, int method, int64_t 
     cr_assert_eq(bn_sim_create(ds, &c, &sim), BN_OK, "%s", bn_last_error());
     cr_assert_eq(bn_sim_run(sim, NULL, NULL), BN_OK, "%s", bn_last_error());
     return sim;
+}
+
+static bn_sim *run_sim2(const bn_dataset *ds, bn_loss loss, int method, int64_t eigs, int64_t S, double tol)
+{
+    return run_sim_steps(ds, loss, method, eigs, S, tol, 30, 5);
+}
+
+/* The sphere operator Π P^½HP^½ Π started from P^½HP^½'s vector of the same
+ * record, with that operator's λ_max as its ceiling: in calm descent most
+ * records' Πx already reach the ceiling and stop with no product (LOBPCG's
+ * SHARED stage), the rest run LOBPCG.  Every value of the three operators
+ * within 2·tol of the exact method (LAPACK on the dense Hessian; calm runs,
+ * so the two runs' coordinates round alike to far below that). */
+Test(sharpness, sphere_at_the_ceiling_takes_no_product)
+{
+    bn_dataset *ds = NULL;
+    cr_assert_eq(bn_dataset_generate("hilbert:n=32,d=128,noise=0.01,seed=1", BN_LOSS_LOGISTIC, &ds), BN_OK, "%s",
+                 bn_last_error());
+    bn_sim *pw = run_sim_steps(ds, BN_LOSS_LOGISTIC, BN_SHARPNESS_POWER, 0, 4, 1e-6, 100, 10);
+    bn_sim *ex = run_sim_steps(ds, BN_LOSS_LOGISTIC, BN_SHARPNESS_EXACT, 0, 4, 1e-6, 100, 10);
+    bn_sim_array it, la, lb;
+    cr_assert_eq(bn_sim_sharpness_find(pw, "sharpness_iters", &it), BN_OK);
+    int64_t R = it.shape[1], zero = 0;
+    for (int64_t a = 0; a < it.shape[0] * R; a++) zero += it.i64[a * 3 + 2] == 0;
+    cr_expect_geq(zero, R, "only %lld of %lld sphere records took no product", (long long)zero,
+                  (long long)(it.shape[0] * R));
+    const char *names[] = {"sharpness", "sharpness_weighted", "sharpness_sphere"};
+    for (int q = 0; q < 3; q++) {
+        cr_assert_eq(bn_sim_sharpness_find(pw, names[q], &la), BN_OK);
+        cr_assert_eq(bn_sim_sharpness_find(ex, names[q], &lb), BN_OK);
+        for (int64_t i = 0; i < la.shape[0] * la.shape[1]; i++)
+            cr_expect_leq(fabs(la.f64[i] - lb.f64[i]), 2e-6 * fabs(lb.f64[i]), "%s[%lld]: %.12g vs exact %.12g",
+                          names[q], (long long)i, la.f64[i], lb.f64[i]);
+    }
+    bn_sim_free(pw);
+    bn_sim_free(ex);
+    bn_dataset_free(ds);
 }
 
 /* The reduced basis (n < d, w in the row space: the engine works in the

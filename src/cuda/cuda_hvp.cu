@@ -219,6 +219,25 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
     T *lx = L + col * 4 * e, *lax = lx + e, *lp = lx + 2 * e, *lap = lx + 3 * e;
     double *lcc = lc + col;
     const T vg0 = vg[col], xg0 = xg[col];
+    if (stage == BN_LOB_SHARED) {
+        T g5[5] = {0, 0, 0, 0, 0}; /* xᵀx, xᵀAx, wᵀw, wᵀx, wᵀAx (w-parts) */
+        for (int64_t i = lane; i < d; i += TPC) {
+            const T xi = lx[i], ai = lax[i], wi = w[i];
+            g5[0] += xi * xi;
+            g5[1] += xi * ai;
+            g5[2] += wi * wi;
+            g5[3] += wi * xi;
+            g5[4] += wi * ai;
+        }
+        group_sum<TPC>(g5);
+        group_barrier<TPC>(); /* every lane's read of ctl[ACTIVE] before lane 0's write */
+        if (lane == 0) {
+            const double mu = bn_lobpcg_shared_value((double)(g5[0] + lx[d] * lx[d]), (double)(g5[1] + lx[d] * lax[d]),
+                                                     (double)g5[2], (double)g5[3], (double)g5[4]);
+            if (bn_lobpcg_check_shared(lcc, S, mu, tol)) ctl[BN_SC_ACTIVE * S + col] = 0;
+        }
+        return;
+    }
     if (stage == BN_LOB_PREDICT) {
         T g3[3] = {0, 0, 0}; /* vᵀv, xᵀx, vᵀx (w-parts) */
         for (int64_t i = lane; i < d; i += TPC) {
@@ -507,7 +526,7 @@ bn_status bn_cuda_lobpcg_update(bn_backend *be, int stage, int64_t d, int64_t S,
                                 double tau)
 {
     BN_TRY(check_dims("lobpcg_update", d, S));
-    if (stage < BN_LOB_START || stage > BN_LOB_PREDICT)
+    if (stage < BN_LOB_START || stage > BN_LOB_SHARED)
         return bn_fail(BN_ERR_ARG, "CUDA lobpcg_update: stage %d", stage);
     if (S == 0) return BN_OK;
     cudaStream_t stream;
