@@ -485,14 +485,22 @@ BN_HD BN_COLUMN_INLINE static inline int bn_lobpcg_check(double *lc, int64_t S, 
 
 /* START's rules: bn_lobpcg_check on the start's Rayleigh quotient mu and
  * residual norm nv, with the last record's gap; a zero nv (x an
- * eigenvector) also ends the column. */
+ * eigenvector) also ends the column.  A column that stops here consumes its
+ * gap (NaN after): the Ritz gap can only overstate θ - λ₂, and a start near
+ * a lower eigenvector that overtook the top one (a spike) would otherwise
+ * stop on it record after record; its next record takes a STEP, which
+ * refreshes the gap and sees such a crossing. */
 BN_HD BN_COLUMN_INLINE static inline int bn_lobpcg_check_start(double *lc, int64_t S, double mu, double nv,
                                                                double tol)
 {
-    if (bn_lobpcg_check(lc, S, mu, 0, nv * nv, tol)) return 1;
+    if (bn_lobpcg_check(lc, S, mu, 0, nv * nv, tol)) {
+        lc[BN_LC_GAP * S] = NAN;
+        return 1;
+    }
     if (nv != 0) return 0;
     lc[BN_LC_CONV * S] = 1;
     lc[BN_LC_LAM * S] = lc[BN_LC_BEST * S];
+    lc[BN_LC_GAP * S] = NAN;
     return 1;
 }
 

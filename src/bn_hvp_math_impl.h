@@ -312,9 +312,10 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, in
         bn_lobpcg_predict((double)(BN_SFX(bn_lane_total)(g8[0]) + *vg * *vg),
                           (double)(BN_SFX(bn_lane_total)(g8[1]) + *xg * *xg),
                           (double)(BN_SFX(bn_lane_total)(g8[2]) + *vg * *xg), &a, &b);
+        /* (b = 0: x is not read, whatever it holds, NaN included) */
         const REAL ra = (REAL)a, rb = (REAL)b;
-        for (int64_t i = 0; i < d; i++) x[i] = ra * v[i] + rb * x[i];
-        *xg = ra * *vg + rb * *xg;
+        for (int64_t i = 0; i < d; i++) x[i] = b != 0 ? ra * v[i] + rb * x[i] : ra * v[i];
+        *xg = b != 0 ? ra * *vg + rb * *xg : ra * *vg;
         return;
     }
     if (stage == BN_LOB_START) {

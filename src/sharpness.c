@@ -1376,13 +1376,19 @@ bn_status bn_sharp_ckpt_load(bn_sharp *sh, bn_ckpt *c)
                        (long long)S, (long long)sh->rs);
     int64_t vinit[BN_SOP_COUNT], pinit[BN_SOP_COUNT];
     BN_TRY(bn_ckpt_get(c, "sharp.eng.vinit", vinit, sizeof vinit));
-    BN_TRY(bn_ckpt_get(c, "sharp.eng.pinit", pinit, sizeof pinit));
+    /* A checkpoint from before LOBPCG's history (issue 7) has neither pinit
+     * nor the gaps: it resumes without them, as a fresh history would. */
+    const int history = bn_ckpt_next_is(c, "sharp.eng.pinit");
+    for (int op = 0; op < BN_SOP_COUNT; op++) pinit[op] = 0;
+    if (history) BN_TRY(bn_ckpt_get(c, "sharp.eng.pinit", pinit, sizeof pinit));
+    sh->l_owner = -1;
     void *buf = malloc(d * S * sh->rs + 1);
     if (!buf) return bn_fail(BN_ERR_NOMEM, "cannot allocate the sharpness checkpoint buffer");
     bn_status st = BN_OK;
     for (int op = 0; op < BN_SOP_COUNT && st == BN_OK; op++) {
         st = bn_ckpt_get(c, "sharp.eng.sigma", sh->sigma[op], S * sizeof(double));
-        if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.gap", sh->gap[op], S * sizeof(double));
+        for (size_t j = 0; j < S; j++) sh->gap[op][j] = NAN;
+        if (st == BN_OK && history) st = bn_ckpt_get(c, "sharp.eng.gap", sh->gap[op], S * sizeof(double));
         sh->vinit[op] = sh->pinit[op] = sh->fresh[op] = 0;
         if (st != BN_OK || !vinit[op]) continue;
         st = ensure_vec(sh, op);

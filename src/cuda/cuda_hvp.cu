@@ -250,10 +250,11 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
         double a, b;
         bn_lobpcg_predict((double)(g3[0] + vg0 * vg0), (double)(g3[1] + xg0 * xg0), (double)(g3[2] + vg0 * xg0), &a,
                           &b);
+        /* (b = 0: x is not read, whatever it holds, NaN included) */
         const T ra = (T)a, rb = (T)b;
-        for (int64_t i = lane; i < d; i += TPC) x[i] = ra * v[i] + rb * x[i];
+        for (int64_t i = lane; i < d; i += TPC) x[i] = b != 0 ? ra * v[i] + rb * x[i] : ra * v[i];
         group_barrier<TPC>(); /* every lane's read of xg[col] before lane 0's write */
-        if (lane == 0) xg[col] = ra * vg0 + rb * xg0;
+        if (lane == 0) xg[col] = b != 0 ? ra * vg0 + rb * xg0 : ra * vg0;
         return;
     }
     if (stage == BN_LOB_START) {
