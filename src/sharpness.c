@@ -326,6 +326,15 @@ static bn_status ensure_vec(bn_sharp *sh, int op)
     return BN_OK;
 }
 
+/* (dV, dvg) ← (sV, svg): S warm vectors, d×S and S, as they are. */
+static bn_status copy_vec(bn_sharp *sh, void *dV, void *dvg, const void *sV, const void *svg)
+{
+    bn_backend *be = sh->be;
+    int64_t d = sh->su.d, S = sh->su.S;
+    BN_TRY(be->ops->copy_columns(be, d, S, sV, 1, d, NULL, dV, 1, d, NULL));
+    return be->ops->copy_columns(be, 1, S, svg, 1, 1, NULL, dvg, 1, 1, NULL);
+}
+
 /* V ← unit vector for the columns whose ctl[ACTIVE] is set: the projected,
  * normalized warm vector, or (no warm vector, or a degenerate one) the
  * pseudo-random one.  Then Vsave ← V for save (the power iteration's
@@ -387,8 +396,7 @@ bn_status bn_sharp_power_warm_from(bn_sharp *sh, int dst, int src)
     BN_TRY(ensure_vec(sh, dst));
     if (sh->square && be->ops->copy_columns) {
         /* power_square projects and normalizes its start itself. */
-        BN_TRY(be->ops->copy_columns(be, su->d, su->S, sh->V[src], 1, su->d, NULL, sh->V[dst], 1, su->d, NULL));
-        BN_TRY(be->ops->copy_columns(be, 1, su->S, sh->vg[src], 1, 1, NULL, sh->vg[dst], 1, 1, NULL));
+        BN_TRY(copy_vec(sh, sh->V[dst], sh->vg[dst], sh->V[src], sh->vg[src]));
         sh->vinit[dst] = 1;
         return BN_OK;
     }
@@ -522,6 +530,10 @@ static bn_status lob_send_home(bn_sharp *sh, const pw_set *cur, const int64_t *m
     return be->ops->copy_columns(be, e4, m, cur->L, 1, e4, NULL, sh->L, 1, e4, (const int64_t *)sh->idx[0]);
 }
 
+/* Whether a batch of m columns with cnt still active is worth compacting:
+ * at least an eighth (and one column) has stopped. */
+static int worth_compacting(int64_t cnt, int64_t m) { return cnt <= m - (m / 8 > 1 ? m / 8 : 1); }
+
 /* Compaction (issue 7): the working batch *cur (*m columns, the engine's
  * columns map[0..*m)) becomes its columns keep[0..cnt), gathered into the
  * other compacted set; map, *m and *cur_id follow.  A compacted batch's
@@ -621,6 +633,27 @@ static bn_status lob_control_up(bn_sharp *sh, const int64_t *map, int64_t m, con
     return sh->be->ops->upload(sh->be, sh->lc, tmp, (size_t)BN_LC_COUNT * M * sizeof(double));
 }
 
+/* The columns of LOBPCG's working batch (m columns of cur) still active:
+ * their ACTIVE flags into act, their positions into keep[0..*cnt). */
+static bn_status lob_active(bn_sharp *sh, const pw_set *cur, int64_t m, double *act, int64_t *keep, int64_t *cnt)
+{
+    BN_TRY(down(sh, act, at(sh, cur->ctl, (size_t)BN_SC_ACTIVE * (size_t)m), (size_t)m));
+    *cnt = 0;
+    for (int64_t k = 0; k < m; k++)
+        if (act[k] != 0) keep[(*cnt)++] = k;
+    return BN_OK;
+}
+
+/* compact_batch for LOBPCG: the control state lc goes to the host copy hl
+ * and comes back for the new batch. */
+static bn_status lob_compact(bn_sharp *sh, int op, pw_set *cur, int *cur_id, int64_t *map, int64_t *m,
+                             const int64_t *keep, int64_t cnt, double *hl, double *tmp)
+{
+    BN_TRY(lob_control_down(sh, map, *m, hl, tmp));
+    BN_TRY(compact_batch(sh, op, 1, cur, cur_id, map, m, keep, cnt));
+    return lob_control_up(sh, map, *m, hl, tmp);
+}
+
 /* The start of operator op's next LOBPCG from its history (bn_hvp_math.h,
  * PREDICT): V[op] ← the extrapolation of its last two records' vectors, and
  * Vp[op] ← the last one, by computing into Vp and swapping the buffers.  The
@@ -639,8 +672,7 @@ static bn_status lob_predict(bn_sharp *sh, int op)
     if (!sh->Vp[op]) BN_TRY(dalloc(sh, (size_t)(d * S), &sh->Vp[op]));
     if (!sh->vgp[op]) BN_TRY(dalloc(sh, (size_t)S, &sh->vgp[op]));
     if (!sh->pinit[op]) {
-        BN_TRY(be->ops->copy_columns(be, d, S, sh->V[op], 1, d, NULL, sh->Vp[op], 1, d, NULL));
-        BN_TRY(be->ops->copy_columns(be, 1, S, sh->vg[op], 1, 1, NULL, sh->vgp[op], 1, 1, NULL));
+        BN_TRY(copy_vec(sh, sh->Vp[op], sh->vgp[op], sh->V[op], sh->vg[op]));
         sh->pinit[op] = 1;
         return BN_OK;
     }
@@ -720,15 +752,9 @@ static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *
     int64_t cnt = m;
     if (st == BN_OK && shared) {
         st = lob_stage(sh, op, BN_LOB_SHARED, &cur, m, tau);
-        if (st == BN_OK) st = down(sh, act, at(sh, cur.ctl, (size_t)BN_SC_ACTIVE * (size_t)m), (size_t)m);
-        cnt = 0;
-        for (int64_t k = 0; st == BN_OK && k < m; k++)
-            if (act[k] != 0) keep[cnt++] = k;
-        if (st == BN_OK && cnt > 0 && can_compact && cnt <= m - (m / 8 > 1 ? m / 8 : 1)) {
-            st = lob_control_down(sh, map, m, hl, tmp);
-            if (st == BN_OK) st = compact_batch(sh, op, 1, &cur, &cur_id, map, &m, keep, cnt);
-            if (st == BN_OK) st = lob_control_up(sh, map, m, hl, tmp);
-        }
+        if (st == BN_OK) st = lob_active(sh, &cur, m, act, keep, &cnt);
+        if (st == BN_OK && cnt > 0 && can_compact && worth_compacting(cnt, m))
+            st = lob_compact(sh, op, &cur, &cur_id, map, &m, keep, cnt, hl, tmp);
     }
     if (st == BN_OK && cnt > 0) {
         st = pw_set_product(sh, op, &cur, m);
@@ -736,17 +762,12 @@ static bn_status power_lobpcg(bn_sharp *sh, int op, const double *ceil, double *
         it = 1;
     }
     while (st == BN_OK && cnt > 0) {
-        if ((st = down(sh, act, at(sh, cur.ctl, (size_t)BN_SC_ACTIVE * (size_t)m), (size_t)m)) != BN_OK) break;
-        cnt = 0;
-        for (int64_t k = 0; k < m; k++)
-            if (act[k] != 0) keep[cnt++] = k;
+        if ((st = lob_active(sh, &cur, m, act, keep, &cnt)) != BN_OK) break;
         /* (all columns share maxiter: capped ⇒ every active one is) */
         if (cnt == 0 || it >= su->maxiter) break;
-        if (can_compact && cnt <= m - (m / 8 > 1 ? m / 8 : 1)) {
-            if ((st = lob_control_down(sh, map, m, hl, tmp)) != BN_OK) break;
-            if ((st = compact_batch(sh, op, 1, &cur, &cur_id, map, &m, keep, cnt)) != BN_OK) break;
-            if ((st = lob_control_up(sh, map, m, hl, tmp)) != BN_OK) break;
-        }
+        if (can_compact && worth_compacting(cnt, m) &&
+            (st = lob_compact(sh, op, &cur, &cur_id, map, &m, keep, cnt, hl, tmp)) != BN_OK)
+            break;
         st = pw_set_product(sh, op, &cur, m);
         if (st == BN_OK) st = lob_stage(sh, op, BN_LOB_STEP, &cur, m, tau);
         it++;
@@ -865,7 +886,7 @@ bn_status bn_sharp_power_bounded(bn_sharp *sh, int op, const double *ceil, doubl
                 if (restart[k]) nvj[map[k]] = 1;
             changed = 1;
         }
-        if (st == BN_OK && can_compact && nactive > 0 && nactive <= m - (m / 8 > 1 ? m / 8 : 1)) {
+        if (st == BN_OK && can_compact && nactive > 0 && worth_compacting(nactive, m)) {
             int64_t cnt = 0;
             for (int64_t k = 0; k < m; k++)
                 if (col[map[k]].active) keep[cnt++] = k;
@@ -1323,6 +1344,21 @@ bn_status bn_sharp_dense_eigs(const double *H, int64_t d, const double *w, doubl
 
 /* ------------------------------------------------------------ checkpoints */
 
+/* Section tag ← the backend buffer src (bytes, via the host buffer buf). */
+static bn_status ckpt_put_dev(const bn_sharp *sh, bn_ckpt *c, const char *tag, void *buf, const void *src,
+                              size_t bytes)
+{
+    BN_TRY(sh->be->ops->download(sh->be, buf, src, bytes));
+    return bn_ckpt_put(c, tag, buf, bytes);
+}
+
+/* The backend buffer dst ← section tag (bytes, via buf). */
+static bn_status ckpt_get_dev(bn_sharp *sh, bn_ckpt *c, const char *tag, void *buf, void *dst, size_t bytes)
+{
+    BN_TRY(bn_ckpt_get(c, tag, buf, bytes));
+    return sh->be->ops->upload(sh->be, dst, buf, bytes);
+}
+
 /* The warm-start state (issue 6): per operator the shift σ, whether a warm
  * vector exists and, if so, that vector (V d×S, vg S) as the backend holds it
  * (its precision, bitwise); LOBPCG's history alike (the gaps; the vector
@@ -1330,7 +1366,6 @@ bn_status bn_sharp_dense_eigs(const double *H, int64_t d, const double *w, doubl
  * configuration or scratch that each call rebuilds. */
 bn_status bn_sharp_ckpt_save(const bn_sharp *sh, bn_ckpt *c)
 {
-    bn_backend *be = sh->be;
     size_t d = (size_t)sh->su.d, S = (size_t)sh->su.S;
     int64_t dims[3] = {(int64_t)d, (int64_t)S, (int64_t)sh->rs};
     BN_TRY(bn_ckpt_put(c, "sharp.eng.dims", dims, sizeof dims));
@@ -1348,15 +1383,11 @@ bn_status bn_sharp_ckpt_save(const bn_sharp *sh, bn_ckpt *c)
         st = bn_ckpt_put(c, "sharp.eng.sigma", sh->sigma[op], S * sizeof(double));
         if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.gap", sh->gap[op], S * sizeof(double));
         if (st != BN_OK || !vinit[op]) continue;
-        st = be->ops->download(be, buf, sh->V[op], d * S * sh->rs);
-        if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.V", buf, d * S * sh->rs);
-        if (st == BN_OK) st = be->ops->download(be, buf, sh->vg[op], S * sh->rs);
-        if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.vg", buf, S * sh->rs);
+        st = ckpt_put_dev(sh, c, "sharp.eng.V", buf, sh->V[op], d * S * sh->rs);
+        if (st == BN_OK) st = ckpt_put_dev(sh, c, "sharp.eng.vg", buf, sh->vg[op], S * sh->rs);
         if (st != BN_OK || !pinit[op]) continue;
-        st = be->ops->download(be, buf, sh->Vp[op], d * S * sh->rs);
-        if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.Vp", buf, d * S * sh->rs);
-        if (st == BN_OK) st = be->ops->download(be, buf, sh->vgp[op], S * sh->rs);
-        if (st == BN_OK) st = bn_ckpt_put(c, "sharp.eng.vgp", buf, S * sh->rs);
+        st = ckpt_put_dev(sh, c, "sharp.eng.Vp", buf, sh->Vp[op], d * S * sh->rs);
+        if (st == BN_OK) st = ckpt_put_dev(sh, c, "sharp.eng.vgp", buf, sh->vgp[op], S * sh->rs);
     }
     free(buf);
     return st;
@@ -1364,7 +1395,6 @@ bn_status bn_sharp_ckpt_save(const bn_sharp *sh, bn_ckpt *c)
 
 bn_status bn_sharp_ckpt_load(bn_sharp *sh, bn_ckpt *c)
 {
-    bn_backend *be = sh->be;
     size_t d = (size_t)sh->su.d, S = (size_t)sh->su.S;
     int64_t dims[3];
     BN_TRY(bn_ckpt_get(c, "sharp.eng.dims", dims, sizeof dims));
@@ -1392,18 +1422,14 @@ bn_status bn_sharp_ckpt_load(bn_sharp *sh, bn_ckpt *c)
         sh->vinit[op] = sh->pinit[op] = sh->fresh[op] = 0;
         if (st != BN_OK || !vinit[op]) continue;
         st = ensure_vec(sh, op);
-        if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.V", buf, d * S * sh->rs);
-        if (st == BN_OK) st = be->ops->upload(be, sh->V[op], buf, d * S * sh->rs);
-        if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.vg", buf, S * sh->rs);
-        if (st == BN_OK) st = be->ops->upload(be, sh->vg[op], buf, S * sh->rs);
+        if (st == BN_OK) st = ckpt_get_dev(sh, c, "sharp.eng.V", buf, sh->V[op], d * S * sh->rs);
+        if (st == BN_OK) st = ckpt_get_dev(sh, c, "sharp.eng.vg", buf, sh->vg[op], S * sh->rs);
         if (st == BN_OK) sh->vinit[op] = 1;
         if (st != BN_OK || !pinit[op]) continue;
         if (!sh->Vp[op]) st = dalloc(sh, d * S, &sh->Vp[op]);
         if (st == BN_OK && !sh->vgp[op]) st = dalloc(sh, S, &sh->vgp[op]);
-        if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.Vp", buf, d * S * sh->rs);
-        if (st == BN_OK) st = be->ops->upload(be, sh->Vp[op], buf, d * S * sh->rs);
-        if (st == BN_OK) st = bn_ckpt_get(c, "sharp.eng.vgp", buf, S * sh->rs);
-        if (st == BN_OK) st = be->ops->upload(be, sh->vgp[op], buf, S * sh->rs);
+        if (st == BN_OK) st = ckpt_get_dev(sh, c, "sharp.eng.Vp", buf, sh->Vp[op], d * S * sh->rs);
+        if (st == BN_OK) st = ckpt_get_dev(sh, c, "sharp.eng.vgp", buf, sh->vgp[op], S * sh->rs);
         if (st == BN_OK) sh->pinit[op] = 1;
     }
     free(buf);
