@@ -252,6 +252,14 @@ BN_HD BN_COLUMN_INLINE static inline double BN_SFX(bn_lobpcg_plan)(const REAL *g
     return th;
 }
 
+/* One entry of PREDICT's combination a·v + b·x (bn_lobpcg_predict), shared
+ * with the CUDA kernel; b = 0 (no extrapolation) reads no x, whatever it
+ * holds, NaN included. */
+BN_HD BN_COLUMN_INLINE static inline REAL BN_SFX(bn_lobpcg_predict_entry)(REAL a, REAL b, REAL v, REAL x)
+{
+    return b != 0 ? a * v + b * x : a * v;
+}
+
 /* One entry of LOBPCG's combination (STEP, bn_hvp_math.h), shared with the CUDA kernel:
  * c the BN_LG_NIN inputs (cx, cr, cp, pr, pp, μ), ri and ari the entry of r
  * and of ΠAr; the entries of x, Ax, p, Ap are updated in place, and the
@@ -312,10 +320,9 @@ BN_HD BN_COLUMN_INLINE static inline void BN_SFX(bn_lobpcg_column)(int stage, in
         bn_lobpcg_predict((double)(BN_SFX(bn_lane_total)(g8[0]) + *vg * *vg),
                           (double)(BN_SFX(bn_lane_total)(g8[1]) + *xg * *xg),
                           (double)(BN_SFX(bn_lane_total)(g8[2]) + *vg * *xg), &a, &b);
-        /* (b = 0: x is not read, whatever it holds, NaN included) */
         const REAL ra = (REAL)a, rb = (REAL)b;
-        for (int64_t i = 0; i < d; i++) x[i] = b != 0 ? ra * v[i] + rb * x[i] : ra * v[i];
-        *xg = b != 0 ? ra * *vg + rb * *xg : ra * *vg;
+        for (int64_t i = 0; i < d; i++) x[i] = BN_SFX(bn_lobpcg_predict_entry)(ra, rb, v[i], x[i]);
+        *xg = BN_SFX(bn_lobpcg_predict_entry)(ra, rb, *vg, *xg);
         return;
     }
     if (stage == BN_LOB_START) {

@@ -115,6 +115,7 @@ template <> struct bn_hm<double> {
     {
         return bn_lobpcg_combine_entry_f64(c, r, ar, x, ax, p, ap);
     }
+    __host__ __device__ static double lob_predict(double a, double b, double v, double x) { return bn_lobpcg_predict_entry_f64(a, b, v, x); }
     __host__ __device__ static double lob_plan(const double *gr, int project, int use_p, double tau, double *c,
                                                double *f, double *th2)
     {
@@ -138,6 +139,7 @@ template <> struct bn_hm<float> {
     {
         return bn_lobpcg_combine_entry_f32(c, r, ar, x, ax, p, ap);
     }
+    __host__ __device__ static float lob_predict(float a, float b, float v, float x) { return bn_lobpcg_predict_entry_f32(a, b, v, x); }
     __host__ __device__ static double lob_plan(const float *gr, int project, int use_p, double tau, float *c,
                                                float *f, double *th2)
     {

@@ -250,11 +250,10 @@ __global__ void __launch_bounds__(TPC == 32 ? kWarpBlock : TPC)
         double a, b;
         bn_lobpcg_predict((double)(g3[0] + vg0 * vg0), (double)(g3[1] + xg0 * xg0), (double)(g3[2] + vg0 * xg0), &a,
                           &b);
-        /* (b = 0: x is not read, whatever it holds, NaN included) */
         const T ra = (T)a, rb = (T)b;
-        for (int64_t i = lane; i < d; i += TPC) x[i] = b != 0 ? ra * v[i] + rb * x[i] : ra * v[i];
+        for (int64_t i = lane; i < d; i += TPC) x[i] = bn_hm<T>::lob_predict(ra, rb, v[i], x[i]);
         group_barrier<TPC>(); /* every lane's read of xg[col] before lane 0's write */
-        if (lane == 0) xg[col] = b != 0 ? ra * vg0 + rb * xg0 : ra * vg0;
+        if (lane == 0) xg[col] = bn_hm<T>::lob_predict(ra, rb, vg0, xg0);
         return;
     }
     if (stage == BN_LOB_START) {
